@@ -1,0 +1,35 @@
+# cosmos-posttrain: from raw video to a post-trained Cosmos-Transfer2.5 control branch.
+# This file is the table of contents; the Python lives in rules/common.smk and the package.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/dataset.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/dataset/manifest.tsv",
+
+
+rule demo:
+    input:
+        f"{RESULTS}/dataset/manifest.tsv",
+    output:
+        f"{RESULTS}/demo_done.txt",
+    log:
+        f"{RESULTS}/logs/demo.log",
+    conda:
+        "envs/data.yaml"
+    message:
+        "Demo chain finished"
+    script:
+        "workflow/scripts/demo_summary.py"

@@ -1,0 +1,1 @@
+"""cosmos-posttrain: post-train Cosmos-Transfer2.5 on your own videos."""

@@ -1,0 +1,84 @@
+# All Python of the workflow: config validation, paths and input functions.
+import json
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from cosmos_posttrain.demo_data import DEMO_CLIPS
+
+validate(config, schema="../config/config.schema.yaml")
+
+RESULTS = config["results_dir"]
+STORAGE = config["videoufo"]["storage_dir"]
+DEMO_DATASET = "results/demo_dataset"
+DEMO_IDS = [clip.id for clip in DEMO_CLIPS]
+DATASET_SUBFOLDERS = ("videos", "captions", "metas", "depth", "seg")
+
+
+wildcard_constraints:
+    shard=r"\d+",
+
+
+def same_path(a, b):
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+
+def storage_of(path):
+    """The VideoUFO storage folder of one of its files (manifests/x.json or a top-level file)."""
+    path = Path(path)
+    return str(path.parent.parent if path.parent.name == "manifests" else path.parent)
+
+
+def dataset_of(video_path):
+    """The dataset folder of one of its clips, videos/<id>.mp4."""
+    return str(Path(video_path).parent.parent)
+
+
+def videoufo_caption_mode():
+    v = config["videoufo"]
+    if v["use_brief_caption"]:
+        return "brief"
+    return "detailed" if v["no_concat_brief"] else "concat"
+
+
+def videoufo_previous_manifest(wildcards):
+    """Shard i starts counting where shard i-1 stopped."""
+    shard = int(wildcards.shard)
+    return [] if shard == 1 else [f"{STORAGE}/manifests/shard_{shard - 1}.json"]
+
+
+def videoufo_shard_manifests(wildcards):
+    """Walk the shards in order until enough clips exist; later shards are never fetched."""
+    manifests = []
+    for shard in range(1, config["videoufo"]["num_tars"] + 1):
+        path = checkpoints.videoufo_extract.get(shard=shard).output.manifest
+        manifests.append(path)
+        if (
+            json.loads(Path(path).read_text())["kept_total"]
+            >= config["videoufo"]["num_videos"]
+        ):
+            break
+    return manifests
+
+
+def dataset_inputs(wildcards):
+    """What the dataset at `dataset_dir` is made from: the demo rule, the VideoUFO stage,
+    or, for a user's own folder, its files (so editing the folder reruns validation)."""
+    dataset = config["dataset_dir"]
+    if same_path(dataset, DEMO_DATASET):
+        return expand(
+            f"{DEMO_DATASET}/{{kind}}/{{id}}.{{ext}}",
+            zip,
+            kind=["videos"] * len(DEMO_IDS) + ["captions"] * len(DEMO_IDS),
+            id=DEMO_IDS * 2,
+            ext=["mp4"] * len(DEMO_IDS) + ["json"] * len(DEMO_IDS),
+        )
+    if same_path(dataset, STORAGE):
+        return [f"{STORAGE}/videoufo_manifest.json"]
+    files = []
+    for sub in DATASET_SUBFOLDERS:
+        folder = Path(dataset) / sub
+        if folder.is_dir():
+            files += sorted(str(p) for p in folder.iterdir() if p.is_file())
+    return files

@@ -2,12 +2,14 @@
 # This file is the table of contents; the Python lives in rules/common.smk and the package.
 
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "rules/common.smk"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from huggingface_hub import constants, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
-    EntryNotFoundError,
     GatedRepoError,
     LocalEntryNotFoundError,
+    RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -42,6 +42,7 @@ def download_file(
     revision: str = "main",
     retries: int = 3,
     retry_wait: float = 5.0,
+    endpoint: str | None = None,
 ) -> Path:
     """Download `filename` of a hub repository to `dest`, which appears only when complete.
 
@@ -49,7 +50,7 @@ def download_file(
     into place with one rename, so a killed download leaves nothing at `dest`.
     """
     dest = Path(dest)
-    endpoint = hub_endpoint()
+    endpoint = (endpoint or hub_endpoint()).rstrip("/")
     url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision, endpoint=endpoint)
     staging = dest.parent / f".download-{dest.name}"
     attempts = max(1, retries)
@@ -77,7 +78,7 @@ def download_file(
                 f"{url}: repository {repo_id} (revision {revision}) not found on {endpoint}. "
                 "Check the repo id, or set HF_TOKEN if it is private."
             ) from exc
-        except EntryNotFoundError as exc:
+        except RemoteEntryNotFoundError as exc:
             raise HubError(f"{url}: {filename} does not exist in {repo_id}@{revision}") from exc
         except Exception as exc:  # noqa: BLE001 - every other failure is worth another try
             reason = _reason(exc)

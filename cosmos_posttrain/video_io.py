@@ -139,7 +139,11 @@ def write_video(
     out = Path(path)
     written = 0
     with atomic_output(out) as tmp:
-        with av.open(os.fspath(tmp), mode="w", format="mp4") as container:
+        # faststart puts the index first: players stream it, and a cut-short copy is
+        # detected as truncated rather than unreadable.
+        with av.open(
+            os.fspath(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+        ) as container:
             stream = None
             for frame in frames:
                 if stream is None:

@@ -5,8 +5,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from cosmos_posttrain.config_schema import check_config
 from cosmos_posttrain.demo_data import DEMO_CLIPS
 
+check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 validate(config, schema="../config/config.schema.yaml")
 
 RESULTS = config["results_dir"]

@@ -6,7 +6,6 @@ rule videoufo_metadata:
         f"{STORAGE}/VideoUFO.csv",
     log:
         f"{RESULTS}/logs/videoufo/metadata.log",
-    retries: 1
     conda:
         "../envs/data.yaml"
     params:
@@ -26,7 +25,6 @@ rule videoufo_tar:
         f"{STORAGE}/tars/VideoUFO_{{shard}}.tar",
     log:
         f"{RESULTS}/logs/videoufo/tar_{{shard}}.log",
-    retries: 1
     conda:
         "../envs/data.yaml"
     params:

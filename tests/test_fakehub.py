@@ -53,6 +53,9 @@ def hf_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, (env_value, constant_value) in settings.items():
         monkeypatch.setenv(name, env_value)
         monkeypatch.setattr(constants, name, constant_value)
+    # An offline developer shell must not turn every test into a cache lookup.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 class _SleepRecorder:

@@ -259,11 +259,13 @@ def extract_shard(
                 if len(report.kept) >= needed:
                     break
                 cid = clip_id(member.name)
-                reason = _check_member(tar, member, cid, captions, seen_ids, min_frames, cache)
+                reason, data = _check_member(
+                    tar, member, cid, captions, seen_ids, min_frames, cache
+                )
                 if reason:
                     report.skipped[member.name] = reason
                     continue
-                _store_clip(layout, tar, member, cid, captions[cid])
+                _store_clip(layout, tar, member, cid, captions[cid], data)
                 report.kept.append(cid)
                 seen_ids.add(cid)
                 progress.update(1)
@@ -307,14 +309,18 @@ def _check_member(
     seen_ids: set[str],
     min_frames: int,
     cache: dict,
-) -> str | None:
-    """Why this member is not kept, or None. Frame counts are cached per (name, size)."""
+) -> tuple[str | None, bytes | None]:
+    """Why this member is not kept (None if kept), and its bytes if they had to be read.
+
+    Frame counts are cached per (name, size), so a rerun reads only the clips it copies.
+    """
     if cid in seen_ids:
-        return "duplicate clip id (kept from an earlier member)"
+        return "duplicate clip id (kept from an earlier member)", None
     if cid not in captions:
-        return "no caption in the metadata (missing row or empty caption)"
+        return "no caption in the metadata (missing row or empty caption)", None
     key = f"{member.name}:{member.size}"
     frames = cache.get(key)
+    data = None
     if frames is None:
         data = _read_member(tar, member)
         try:
@@ -323,10 +329,10 @@ def _check_member(
             frames = f"unreadable video: {str(exc).split(': ', 1)[-1]}"
         cache[key] = frames
     if isinstance(frames, str):
-        return frames
+        return frames, data
     if frames < min_frames:
-        return f"{frames} frames < min_frames {min_frames}"
-    return None
+        return f"{frames} frames < min_frames {min_frames}", data
+    return None, data
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -338,12 +344,17 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
 
 
 def _store_clip(
-    layout: Layout, tar: tarfile.TarFile, member: tarfile.TarInfo, cid: str, caption: str
+    layout: Layout,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    cid: str,
+    caption: str,
+    data: bytes | None = None,
 ) -> None:
     """Copy the clip unchanged and write its caption; both land atomically."""
     video = layout.videos / f"{cid}.mp4"
     if not (video.is_file() and video.stat().st_size == member.size):
-        write_bytes_atomic(video, _read_member(tar, member))
+        write_bytes_atomic(video, data if data is not None else _read_member(tar, member))
     caption_path = layout.captions / f"{cid}.json"
     payload = {"caption": caption}
     try:

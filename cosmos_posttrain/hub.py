@@ -116,3 +116,28 @@ def _reason(exc: BaseException) -> str:
         parts.append(f"{type(cause).__name__}: {cause}".strip())
         cause = cause.__cause__ or cause.__context__
     return " <- ".join(p.splitlines()[0] for p in parts)
+
+
+def check_repo_access(repo_id: str, revision: str = "main", repo_type: str = "model") -> None:
+    """Fail before any heavy work when a repository cannot be used: gated, missing, offline."""
+    from huggingface_hub import auth_check
+
+    endpoint = hub_endpoint()
+    try:
+        auth_check(repo_id, repo_type=repo_type)
+    except GatedRepoError as exc:
+        raise HubError(
+            f"{endpoint}/{repo_id}: the repository is gated. Accept its licence on the hub, then "
+            "set HF_TOKEN to a token of that account (or `hf auth login`)."
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise HubError(
+            f"{endpoint}/{repo_id}: repository not found or not visible without a token. "
+            "Check the name, set HF_TOKEN, or point checkpoint.load_path at a local copy."
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - network failures come in many classes
+        raise HubError(
+            f"cannot reach the Hugging Face hub at {endpoint} to check {repo_id}@{revision}: "
+            f"{_reason(exc)}. Check the network or HF_ENDPOINT, set HF_HUB_OFFLINE=1 to use the "
+            "local cache, or point checkpoint.load_path at a local copy."
+        ) from exc

@@ -1,0 +1,83 @@
+"""Generating a clip with the flow model: Euler steps on the shifted sigma schedule, with the
+reference's guidance form v = cond + g (cond - uncond). Used for training samples and the demo's
+evaluation; inference reuses it through the same model call."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .objective import predict_velocity
+
+
+def sigma_schedule(steps: int, shift: float) -> torch.Tensor:
+    t = torch.linspace(1.0, 0.0, steps + 1)
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@torch.no_grad()
+def generate_latents(
+    transformer,
+    controlnet,
+    text: torch.Tensor,
+    uncond_text: torch.Tensor | None,
+    control_latents: torch.Tensor | None,
+    shape: tuple[int, ...],
+    padding_mask: torch.Tensor,
+    steps: int,
+    guidance: float,
+    shift: float,
+    seed: int,
+    cond_latents: torch.Tensor | None = None,
+    num_conditional: int = 0,
+    cond_timestep: float = 0.1,
+    control_scale: float = 1.0,
+) -> torch.Tensor:
+    device = text.device
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=generator).to(device)
+    b, _, t, h, w = shape
+    indicator = torch.zeros(b, 1, t, 1, 1, device=device)
+    indicator[:, :, :num_conditional] = 1
+    cond_mask = indicator.expand(b, 1, t, h, w)
+    cond = cond_latents if cond_latents is not None else torch.zeros(shape, device=device)
+    sigmas = sigma_schedule(steps, shift).tolist()
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        x_in = cond_mask * cond + (1 - cond_mask) * x
+        timestep = indicator * cond_timestep + (1 - indicator) * sigma
+        args = (x_in, timestep)
+        v = predict_velocity(
+            transformer,
+            controlnet,
+            *args,
+            text,
+            cond_mask,
+            padding_mask,
+            control_latents,
+            control_scale,
+        )
+        if guidance and uncond_text is not None:
+            v_u = predict_velocity(
+                transformer,
+                controlnet,
+                *args,
+                uncond_text,
+                cond_mask,
+                padding_mask,
+                control_latents,
+                control_scale,
+            )
+            v = v + guidance * (v - v_u)
+        x = x + (sigma_next - sigma) * v.float()
+    return cond_mask * cond + (1 - cond_mask) * x
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
+    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def side_by_side(*videos: np.ndarray) -> np.ndarray:
+    """Frames of several (T, H, W, 3) videos placed left to right."""
+    return np.concatenate(videos, axis=2)

@@ -1,0 +1,297 @@
+"""Post-training of the control branch: the loop, top to bottom.
+
+Parallelism, checkpoints, data and metrics live in the modules this one calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.distributed.checkpoint.state_dict import (
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.utils.data import DataLoader
+
+from .checkpoint import Checkpointer
+from .controls import edge_preset
+from .data import ResumableSampler, SingleViewDataset, collate
+from .distributed import World, all_ranks_ok, average_gradients, init_world, shutdown
+from .ema import PowerEMA
+from .errors import CosmosPosttrainError
+from .experiments import check_config, control_kind, run_dir
+from .metrics import Metrics
+from .models import Models, build_models, freeze
+from .objective import (
+    flow_loss,
+    make_noisy_input,
+    predict_velocity,
+    sample_num_conditional,
+    sample_sigma,
+)
+from .optim import build_optimizer, build_scheduler
+from .sampling import generate_latents, side_by_side, to_uint8_frames
+from .validate import validate_dataset
+from .video_io import write_video
+
+log = logging.getLogger("cosmos_posttrain.train")
+
+
+class TrainingDiverged(CosmosPosttrainError):
+    """The loss became NaN/Inf or exploded; nothing of that state was saved."""
+
+
+def step_generator(seed: int, iteration: int, micro: int, dp_rank: int) -> torch.Generator:
+    """All randomness of one micro-step, reproducible after a resume."""
+    return torch.Generator().manual_seed(
+        ((seed * 1_000_003 + iteration) * 64 + micro) * 4096 + dp_rank
+    )
+
+
+def train(config: DictConfig) -> Path:
+    """Run (or resume) the experiment; return its run folder."""
+    world = init_world(config.trainer.device)
+    try:
+        return _train(config, world)
+    finally:
+        shutdown()
+
+
+def _train(config: DictConfig, world: World) -> Path:
+    check_config(config, world.size)
+    control = control_kind(config)
+    dataset_cfg = config.dataloader_train.dataset
+    if config.dataloader_train.batch_size != 1:
+        raise CosmosPosttrainError("dataloader_train.batch_size must be 1 (one clip per rank)")
+    if world.is_main:  # the same checks as `snakemake validate_dataset`, before any heavy work
+        required = (control,) if control in ("depth", "seg") else ()
+        validate_dataset(dataset_cfg.dataset_dir, int(dataset_cfg.num_frames), required)
+    run = run_dir(config)
+    checkpointer = Checkpointer(run / "checkpoints", config.checkpoint.dcp_async_mode_enabled)
+
+    models = build_models(config, world.device)
+    trained = freeze(models)
+    ema = PowerEMA(models.controlnet, config.ema.rate) if config.ema.enabled else None
+    optimizer = build_optimizer(trained, config)
+    scheduler = build_scheduler(optimizer, config)
+
+    dataset = SingleViewDataset(
+        dataset_cfg.dataset_dir, int(dataset_cfg.num_frames), control, dataset_cfg.resolution
+    )
+    sampler = ResumableSampler(
+        len(dataset),
+        world.rank,
+        world.size,
+        config.dataloader_train.sampler.seed,
+        config.dataloader_train.sampler.shuffle,
+    )
+    start = 0
+    latest = checkpointer.latest()
+    if latest is not None:
+        start = resume(checkpointer, latest, models, optimizer, scheduler, ema, sampler)
+        log.info("resumed from %s at iteration %d", latest, start)
+    workers = int(config.dataloader_train.num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=world.device.type == "cuda",
+        prefetch_factor=config.dataloader_train.prefetch_factor if workers else None,
+        persistent_workers=workers > 0,
+    )
+    metrics = Metrics(
+        run,
+        config.trainer.max_iter,
+        start,
+        config.trainer.logging_iter,
+        config.job.wandb_mode,
+        OmegaConf.to_container(config),
+        world.is_main,
+    )
+    if world.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, run / "config.yaml")
+
+    batches = iter(loader)
+    accum = int(config.trainer.grad_accum_iter)
+    for iteration in range(start, config.trainer.max_iter):
+        loss_sum = 0.0
+        for micro in range(accum):
+            batch = next(batches)
+            generator = step_generator(config.trainer.seed, iteration, micro, world.rank)
+            loss = training_loss(models, batch, config, generator, world.device)
+            (loss / accum).backward()
+            loss_sum += loss.item() / accum
+        average_gradients(trained, world)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, config.trainer.clip_grad_norm))
+        healthy = (
+            math.isfinite(loss_sum)
+            and math.isfinite(grad_norm)
+            and (loss_sum < config.trainer.max_loss)
+        )
+        if not all_ranks_ok(healthy, world):
+            raise TrainingDiverged(
+                f"[Iteration {iteration + 1}] loss {loss_sum} / gradient norm {grad_norm} is not "
+                f"finite or above trainer.max_loss; stopped before the update. The last good "
+                f"checkpoint is {checkpointer.latest() or 'none (nothing was saved)'}; lower "
+                "optimizer.lr or check the data."
+            )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(models.controlnet, iteration)
+        done = iteration + 1
+        metrics.step(done, loss_sum, scheduler.get_last_lr()[0], grad_norm)
+        if (
+            world.is_main
+            and config.trainer.sample_every
+            and done % config.trainer.sample_every == 0
+        ):
+            save_samples(models, ema, dataset, config, run / "samples", done, world.device)
+        if done % config.checkpoint.save_iter == 0 or done == config.trainer.max_iter:
+            if world.is_main:
+                log.info("[Iteration %d/%d] Saving checkpoint...", done, config.trainer.max_iter)
+            checkpointer.save(
+                done, checkpoint_states(models, optimizer, scheduler, ema, sampler, done)
+            )
+    checkpointer.wait()
+    metrics.close()
+    return run
+
+
+def training_loss(
+    models: Models,
+    batch: dict,
+    config: DictConfig,
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """The rectified-flow loss of one clip through the frozen base and the control branch."""
+    cfg = config.model.config
+    video = batch["video"].to(device).float() / 127.5 - 1
+    control = batch["control"].to(device).float() / 127.5 - 1
+    with torch.no_grad():
+        x0 = models.tokenizer.encode(video)
+        control_latents = models.tokenizer.encode(control)
+        text = models.text_encoder.encode(list(batch["caption"]))
+    drop = torch.rand(text.shape[0], generator=generator) < cfg.text_dropout
+    text = text * (~drop).to(text.dtype).to(device).view(-1, 1, 1)
+    sigma = sample_sigma(x0.shape[0], cfg.shift, generator).to(device)
+    num_conditional = sample_num_conditional(list(cfg.conditional_frames_probs), generator)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    noisy = make_noisy_input(x0, noise, sigma, num_conditional, cfg.conditional_frame_timestep)
+    padding_mask = batch["padding_mask"].to(device)
+    autocast = device.type == "cuda" and cfg.dtype == "bfloat16"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        pred = predict_velocity(
+            models.transformer,
+            models.controlnet,
+            noisy.x_t,
+            noisy.timestep,
+            text,
+            noisy.cond_mask,
+            padding_mask,
+            control_latents,
+        )
+    return flow_loss(pred, noisy)
+
+
+def checkpoint_states(models, optimizer, scheduler, ema, sampler, iteration: int) -> dict:
+    model = {f"net.controlnet.{k}": v for k, v in models.controlnet.state_dict().items()}
+    if ema is not None:
+        model.update({f"net_ema.controlnet.{k}": v for k, v in ema.state_dict().items()})
+    return {
+        "model": model,
+        "optim": get_optimizer_state_dict(models.controlnet, optimizer),
+        "scheduler": scheduler.state_dict(),
+        "trainer": {"iteration": iteration, "sampler": sampler.state_dict()},
+    }
+
+
+def resume(
+    checkpointer: Checkpointer, folder: Path, models: Models, optimizer, scheduler, ema, sampler
+) -> int:
+    states = checkpoint_states(models, optimizer, scheduler, ema, sampler, 0)
+    checkpointer.load(folder, states)
+    controlnet_state = {
+        k.removeprefix("net.controlnet."): v
+        for k, v in states["model"].items()
+        if k.startswith("net.controlnet.")
+    }
+    models.controlnet.load_state_dict(controlnet_state)
+    if ema is not None:
+        ema.load_state_dict(
+            {
+                k.removeprefix("net_ema.controlnet."): v
+                for k, v in states["model"].items()
+                if k.startswith("net_ema.")
+            }
+        )
+    set_optimizer_state_dict(models.controlnet, optimizer, states["optim"])
+    scheduler.load_state_dict(states["scheduler"])
+    sampler.load_state_dict(states["trainer"]["sampler"])
+    return int(states["trainer"]["iteration"])
+
+
+@torch.no_grad()
+def save_samples(
+    models: Models,
+    ema: PowerEMA | None,
+    dataset: SingleViewDataset,
+    config: DictConfig,
+    folder: Path,
+    iteration: int,
+    device: torch.device,
+) -> None:
+    """Input | control | generated, from the current and the EMA weights, on a fixed clip."""
+    sample = SingleViewDataset(
+        dataset.root, dataset.num_frames, dataset.control, dataset.resolution, is_train=False
+    )[0]
+    if dataset.control == "edge":  # a fixed preset, as at inference, not a random draw
+        frames = sample["video"].permute(1, 2, 3, 0).numpy()
+        sample["control"] = torch.from_numpy(edge_preset(frames)).permute(3, 0, 1, 2)
+    video = sample["video"][None].to(device).float() / 127.5 - 1
+    control = sample["control"][None].to(device).float() / 127.5 - 1
+    control_latents = models.tokenizer.encode(control)
+    text = models.text_encoder.encode([sample["caption"]])
+    shape = (
+        tuple(control_latents.shape[:1])
+        + (models.transformer.config.out_channels,)
+        + tuple(control_latents.shape[2:])
+    )
+    variants = [("reg", None)] + ([("ema", ema)] if ema is not None else [])
+    backup = {k: v.clone() for k, v in models.controlnet.state_dict().items()}
+    cfg = config.trainer
+    for name, weights in variants:
+        if weights is not None:
+            weights.copy_to(models.controlnet)
+        latents = generate_latents(
+            models.transformer,
+            models.controlnet,
+            text,
+            torch.zeros_like(text),
+            control_latents,
+            shape,
+            sample["padding_mask"][None].to(device),
+            cfg.sample_steps,
+            cfg.sample_guidance,
+            config.model.config.shift,
+            seed=int(cfg.seed),
+        )
+        generated = models.tokenizer.decode(latents)[0]
+        frames = side_by_side(
+            to_uint8_frames(video[0]),
+            to_uint8_frames(control[0]),
+            to_uint8_frames(generated[:, : video.shape[2]]),
+        )
+        path = folder / f"iter_{iteration:09d}_{name}.mp4"
+        write_video(path, frames, sample["fps"])
+        log.info("[Iteration %d] sample written to %s", iteration, path)
+    models.controlnet.load_state_dict(backup)

@@ -14,6 +14,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 include: "rules/common.smk"
 include: "rules/dataset.smk"
+include: "rules/train.smk"
 
 
 rule all:
@@ -24,7 +25,8 @@ rule all:
 
 rule demo:
     input:
-        f"{RESULTS}/dataset/manifest.tsv",
+        manifest=f"{RESULTS}/dataset/manifest.tsv",
+        evaluation=f"{RESULTS}/demo_eval/eval.json",
     output:
         f"{RESULTS}/demo_done.txt",
     log:

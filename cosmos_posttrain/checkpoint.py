@@ -119,3 +119,13 @@ class Checkpointer:
         """Load the parts named in `states`, in place."""
         for part, state in states.items():
             dcp.load(state, checkpoint_id=folder / part)
+
+
+def load_controlnet_weights(folder: str | Path, controlnet, use_ema: bool = True) -> None:
+    """Load the trained (or EMA) control-branch weights of a checkpoint folder into `controlnet`."""
+    prefix = "net_ema.controlnet." if use_ema else "net.controlnet."
+    template = {
+        f"{prefix}{k}": v.detach().clone().float() for k, v in controlnet.state_dict().items()
+    }
+    dcp.load(template, checkpoint_id=Path(folder) / "model")
+    controlnet.load_state_dict({k.removeprefix(prefix): v for k, v in template.items()})

@@ -120,11 +120,11 @@ def _reason(exc: BaseException) -> str:
 
 def check_repo_access(repo_id: str, revision: str = "main", repo_type: str = "model") -> None:
     """Fail before any heavy work when a repository cannot be used: gated, missing, offline."""
-    from huggingface_hub import auth_check
+    from huggingface_hub import HfApi
 
     endpoint = hub_endpoint()
     try:
-        auth_check(repo_id, repo_type=repo_type)
+        HfApi(endpoint=endpoint).auth_check(repo_id, repo_type=repo_type)
     except GatedRepoError as exc:
         raise HubError(
             f"{endpoint}/{repo_id}: the repository is gated. Accept its licence on the hub, then "

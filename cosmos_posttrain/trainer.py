@@ -172,14 +172,16 @@ def training_loss(
     config: DictConfig,
     generator: torch.Generator,
     device: torch.device,
+    with_control: bool = True,
 ) -> torch.Tensor:
-    """The rectified-flow loss of one clip through the frozen base and the control branch."""
+    """The rectified-flow loss of one clip through the base and (unless the base itself is
+    being trained) the control branch."""
     cfg = config.model.config
     video = batch["video"].to(device).float() / 127.5 - 1
     control = batch["control"].to(device).float() / 127.5 - 1
     with torch.no_grad():
         x0 = models.tokenizer.encode(video)
-        control_latents = models.tokenizer.encode(control)
+        control_latents = models.tokenizer.encode(control) if with_control else None
         text = models.text_encoder.encode(list(batch["caption"]))
     drop = torch.rand(text.shape[0], generator=generator) < cfg.text_dropout
     text = text * (~drop).to(text.dtype).to(device).view(-1, 1, 1)
@@ -192,7 +194,7 @@ def training_loss(
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         pred = predict_velocity(
             models.transformer,
-            models.controlnet,
+            models.controlnet if with_control else None,
             noisy.x_t,
             noisy.timestep,
             text,

@@ -1,6 +1,7 @@
 # All Python of the workflow: config validation, paths and input functions.
 import json
 import os
+import shlex
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -18,8 +19,16 @@ DEMO_IDS = [clip.id for clip in DEMO_CLIPS]
 DATASET_SUBFOLDERS = ("videos", "captions", "metas", "depth", "seg")
 
 
+DEMO_BASE = f"{RESULTS}/demo_base/tiny_base.pt"
+EXPERIMENT = "transfer2_singleview_posttrain_{control}_example"
+OUTPUT_ROOT = os.path.abspath(
+    os.environ.get("IMAGINAIRE_OUTPUT_ROOT", config["train"]["output_root"])
+)
+
+
 wildcard_constraints:
     shard=r"\d+",
+    control="edge|depth|seg|vis",
 
 
 def same_path(a, b):
@@ -84,3 +93,52 @@ def dataset_inputs(wildcards):
         if folder.is_dir():
             files += sorted(str(p) for p in folder.iterdir() if p.is_file())
     return files
+
+
+def run_dir_of(control):
+    """Where the trainer writes this experiment's checkpoints, samples and logs."""
+    return os.path.join(
+        OUTPUT_ROOT,
+        "cosmos_transfer2_posttrain",
+        "local_single_view",
+        EXPERIMENT.format(control=control),
+    )
+
+
+def train_base_input(wildcards):
+    """The demo's base model is built by a rule; any other load_path is the user's file."""
+    load_path = config["train"]["load_path"]
+    if load_path and same_path(load_path, DEMO_BASE):
+        return [DEMO_BASE]
+    return [load_path] if load_path and os.path.isfile(load_path) else []
+
+
+def train_launcher(wildcards):
+    nproc = config["train"]["nproc_per_node"]
+    return f"torchrun --standalone --nproc_per_node={nproc}"
+
+
+def train_overrides(wildcards):
+    """config.yaml's train block as the seed's dotted overrides: one mechanism for both."""
+    t = config["train"]
+    state_t = (t["num_frames"] - 1) // 4 + 1
+    items = [
+        f"experiment={EXPERIMENT.format(control=wildcards.control)}",
+        f"preset={t['preset']}",
+        f"dataloader_train.dataset.dataset_dir={os.path.abspath(config['dataset_dir'])}",
+        "dataloader_train.sampler.dataset=${dataloader_train.dataset}",
+        f"dataloader_train.dataset.num_frames={t['num_frames']}",
+        f"model.config.state_t={state_t}",
+        f"trainer.max_iter={t['max_iter']}",
+        f"trainer.seed={t['seed']}",
+        f"checkpoint.save_iter={t['save_iter']}",
+        f"optimizer.lr={t['lr']}",
+        f"scheduler.warm_up_steps=[{t['warm_up_steps']}]",
+        f"trainer.grad_accum_iter={t['grad_accum_iter']}",
+        f"job.wandb_mode={t['wandb_mode']}",
+        f"output_root={OUTPUT_ROOT}",
+    ]
+    if t["load_path"]:
+        items.append(f"checkpoint.load_path={os.path.abspath(t['load_path'])}")
+    items += list(t["overrides"])
+    return " ".join(shlex.quote(item) for item in items)

@@ -39,6 +39,8 @@ _TREE_RE = re.compile(
 _INFO_RE = re.compile(
     r"^/api/(?P<kind>datasets|models|spaces)/(?P<repo>[^/]+(?:/[^/]+)?)(?:/revision/(?P<rev>[^/]+))?$"
 )
+# /api/{datasets|models|spaces}/{repo_id}/auth-check
+_AUTH_RE = re.compile(r"^/api/(?P<kind>datasets|models|spaces)/(?P<repo>.+?)/auth-check$")
 _RANGE_RE = re.compile(r"^bytes=(?P<start>\d*)-(?P<end>\d*)$")
 
 
@@ -92,6 +94,7 @@ class FakeHub:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self.requests: list[RecordedRequest] = []
+        self.gated: set[str] = set()  # repo ids whose access check answers "gated"
 
     # -- content -------------------------------------------------------------------------------
 
@@ -289,7 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(fault.status, {"error": "injected failure"}, head=head)
             return
 
-        if match := _RESOLVE_RE.match(path):
+        if not head and (match := _AUTH_RE.match(path)):
+            self._auth_check(_API_PREFIX_TO_TYPE[match["kind"]], unquote(match["repo"]))
+        elif match := _RESOLVE_RE.match(path):
             repo_type = _URL_PREFIX_TO_TYPE[match["prefix"] or ""]
             repo_id, revision = unquote(match["repo"]), unquote(match["rev"])
             self._resolve(repo_type, repo_id, revision, unquote(match["file"]), head)
@@ -390,6 +395,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": "Entry not found"}, error_code="EntryNotFound")
             return
         self._send_json(200, list(entries.values()))
+
+    def _auth_check(self, repo_type: str, repo_id: str) -> None:
+        """Access check: gated repos answer 403 GatedRepo, unknown ones 404 RepoNotFound."""
+        if repo_id in self.server.hub.gated:
+            self._send_json(403, {"error": "gated"}, error_code="GatedRepo")
+            return
+        files, _, error = self.server.hub._lookup(repo_type, repo_id, "main")
+        if files is None:
+            self._send_json(404, {"error": error}, error_code=error)
+        else:
+            self._send_json(200, {})
 
     def _info(self, repo_type: str, repo_id: str, revision: str) -> None:
         files, commit, error = self.server.hub._lookup(repo_type, repo_id, revision)

@@ -243,7 +243,7 @@ def test_overfitting_one_clip_loss_falls(dataset, tmp_path, monkeypatch):
     optimizer = torch.optim.AdamW(trained, lr=2e-3)
     batch = collate([SingleViewDataset(dataset, 9, "edge", "tiny")[SampleKey(0, 1)]])
     losses = []
-    for step in range(40):
+    for _step in range(40):
         loss = training_loss(models, batch, config, step_generator(0, 0, 0, 0), cpu)
         loss.backward()
         optimizer.step()

@@ -57,7 +57,7 @@ def pretrain_base(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warm_up, iterations, 0.01, 1.0, 0.1)
     )
-    dataset = SingleViewDataset(dataset_dir, num_frames, "edge", "tiny")
+    dataset = SingleViewDataset(dataset_dir, num_frames, "edge", "tiny", cache_frames=True)
     batches = iter(
         torch.utils.data.DataLoader(
             dataset,

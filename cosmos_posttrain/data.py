@@ -99,6 +99,7 @@ class SingleViewDataset(Dataset):
         resolution: str = "720",
         is_train: bool = True,
         max_retries: int = 10,
+        cache_frames: bool = False,
     ) -> None:
         self.root = Path(dataset_dir)
         self.num_frames = num_frames
@@ -106,6 +107,10 @@ class SingleViewDataset(Dataset):
         self.resolution = resolution
         self.is_train = is_train
         self.max_retries = max_retries
+        # Whole clips, decoded and resized once. Only for datasets that fit in memory (the demo):
+        # a window sliced from a resized clip equals the resized window.
+        self.cache_frames = cache_frames
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.ids = sorted(
             p.stem for p in (self.root / "videos").glob("*.mp4") if not p.name.startswith(".")
         )
@@ -133,15 +138,11 @@ class SingleViewDataset(Dataset):
         if info.frames < self.num_frames:
             raise VideoError(f"{video_path}: has only {info.frames} frames, need {self.num_frames}")
         start = int(rng.integers(0, info.frames - self.num_frames + 1)) if self.is_train else 0
-        frames = read_frames(video_path, start, self.num_frames)  # (T, H, W, 3)
         bucket, target = nearest_bucket(info.width, info.height, self.resolution)
-        video, padding_mask = resize_and_pad(torch.from_numpy(frames).permute(0, 3, 1, 2), target)
+        video, padding_mask = self._frames(video_path, start, target)
         if self.control in PRECOMPUTED_CONTROLS:
             ctrl_path = self.root / PRECOMPUTED_CONTROLS[self.control] / f"{cid}.mp4"
-            ctrl = torch.from_numpy(read_frames(ctrl_path, start, self.num_frames))
-            control, _ = resize_and_pad(
-                ctrl.permute(0, 3, 1, 2), target, nearest=self.control == "seg"
-            )
+            control, _ = self._frames(ctrl_path, start, target, nearest=self.control == "seg")
         else:
             hwc = video.permute(0, 2, 3, 1).numpy()
             control = torch.from_numpy(training_control(self.control, hwc, rng)).permute(0, 3, 1, 2)
@@ -155,6 +156,22 @@ class SingleViewDataset(Dataset):
             "start": start,
             "aspect_ratio": bucket,
         }
+
+    def _frames(
+        self, path: Path, start: int, target: tuple[int, int], nearest: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, 3, H, W) uint8 window resized and padded to `target`, and its padding mask."""
+        if not self.cache_frames:
+            frames = torch.from_numpy(read_frames(path, start, self.num_frames))
+            return resize_and_pad(frames.permute(0, 3, 1, 2), target, nearest)
+        key = (str(path), target, nearest)
+        if key not in self._cache:
+            frames = torch.from_numpy(read_frames(path)).permute(0, 3, 1, 2)
+            self._cache[key] = resize_and_pad(frames, target, nearest)
+        video, mask = self._cache[key]
+        if video.shape[0] < start + self.num_frames:
+            raise VideoError(f"{path}: fewer frames than the window {start}+{self.num_frames}")
+        return video[start : start + self.num_frames], mask
 
 
 class ResumableSampler(Sampler[SampleKey]):

@@ -66,6 +66,7 @@ BASE: dict[str, Any] = {
             "is_train": True,
             "caption_type": "t2w_qwen2p5_7b",
             "control_input_type": "edge",
+            "cache_frames": False,  # keep decoded clips in memory (small datasets only)
         },
         "sampler": {"dataset": None, "shuffle": True, "seed": 0},
         "batch_size": 1,
@@ -111,7 +112,12 @@ TINY_OVERRIDES: dict[str, Any] = {
         "text_encoder": {"max_length": 32},
     },
     "dataloader_train": {
-        "dataset": {"num_frames": 9, "resolution": "tiny", "video_size": [32, 56]},
+        "dataset": {
+            "num_frames": 9,
+            "resolution": "tiny",
+            "video_size": [32, 56],
+            "cache_frames": True,
+        },
         "num_workers": 0,
     },
     "optimizer": {"lr": 1e-3},

@@ -41,8 +41,13 @@ def concat_normalised_layers(hidden_states: tuple[torch.Tensor, ...]) -> torch.T
 class HFTextEncoder(nn.Module):
     """A transformers encoder and tokenizer, optionally wrapping prompts in a chat template."""
 
-    def __init__(self, model: nn.Module, tokenizer, max_length: int, chat: bool) -> None:
+    def __init__(
+        self, model: nn.Module, tokenizer, max_length: int, chat: bool, cache_size: int = 0
+    ) -> None:
         super().__init__()
+        # Captions repeat every epoch; a small model's embeddings are cheap to keep.
+        self.cache_size = cache_size
+        self._cache: dict[str, torch.Tensor] = {}
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -80,10 +85,16 @@ class HFTextEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
+        if self.cache_size and all(p in self._cache for p in prompts):
+            return torch.stack([self._cache[p] for p in prompts])
         device = next(self.model.parameters()).device
         ids = self._input_ids(prompts).to(device)
         out = self.model(input_ids=ids, output_hidden_states=True)
-        return concat_normalised_layers(out.hidden_states)
+        embeddings = concat_normalised_layers(out.hidden_states)
+        for prompt, embedding in zip(prompts, embeddings, strict=True):
+            if len(self._cache) < self.cache_size:
+                self._cache[prompt] = embedding
+        return embeddings
 
 
 def minilm_path() -> Path:
@@ -97,13 +108,13 @@ def minilm_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def minilm_encoder(max_length: int) -> HFTextEncoder:
+def minilm_encoder(max_length: int, cache_size: int = 1024) -> HFTextEncoder:
     from transformers import AutoModel, AutoTokenizer
 
     path = minilm_path()
     model = AutoModel.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return HFTextEncoder(model, tokenizer, max_length, chat=False)
+    return HFTextEncoder(model, tokenizer, max_length, chat=False, cache_size=cache_size)
 
 
 def qwen_encoder(repo_id: str, revision: str, max_length: int, dtype: torch.dtype) -> HFTextEncoder:

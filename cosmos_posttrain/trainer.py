@@ -80,7 +80,11 @@ def _train(config: DictConfig, world: World) -> Path:
     scheduler = build_scheduler(optimizer, config)
 
     dataset = SingleViewDataset(
-        dataset_cfg.dataset_dir, int(dataset_cfg.num_frames), control, dataset_cfg.resolution
+        dataset_cfg.dataset_dir,
+        int(dataset_cfg.num_frames),
+        control,
+        dataset_cfg.resolution,
+        cache_frames=dataset_cfg.cache_frames,
     )
     sampler = ResumableSampler(
         len(dataset),

@@ -169,3 +169,17 @@ def test_sampler_shards_and_resumes():
     assert [next(iter(fresh)) for _ in range(1)] == tail[:1]
     assert len({k.seed for k in head + tail}) == len(head + tail)
     assert math.isclose(len(sampler), 7)
+
+
+def test_edge_f1():
+    from cosmos_posttrain.controls import edge_preset
+    from cosmos_posttrain.demo_eval import edge_f1
+
+    yy, xx = np.mgrid[0:32, 0:48]
+    frame = np.where((xx > 12) & (xx < 36) & (yy > 8) & (yy < 24), 220, 30).astype(np.uint8)
+    frames = np.repeat(np.stack([frame] * 3, -1)[None], 2, axis=0)
+    edges = edge_preset(frames)
+    assert edge_f1(frames, edges) == 1.0
+    assert edge_f1(np.full_like(frames, 128), edges) == 0.0
+    shifted = np.roll(frames, 3, axis=2)
+    assert 0.0 <= edge_f1(shifted, edges) < 0.5

@@ -15,6 +15,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/train.smk"
+include: "rules/infer.smk"
 
 
 rule all:
@@ -27,6 +28,8 @@ rule demo:
     input:
         manifest=f"{RESULTS}/dataset/manifest.tsv",
         evaluation=f"{RESULTS}/demo_eval/eval.json",
+        converted=f"{RESULTS}/convert/edge.txt",
+        inference=f"{RESULTS}/inference/edge/done.txt",
     output:
         f"{RESULTS}/demo_done.txt",
     log:

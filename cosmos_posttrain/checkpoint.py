@@ -26,6 +26,7 @@ from .fsutil import write_text_atomic
 log = logging.getLogger(__name__)
 
 PARTS = ("model", "optim", "scheduler", "trainer")
+CONTROLNET_CONFIG = "controlnet_config.json"  # the trained branch's diffusers config
 ITER_RE = re.compile(r"^iter_(\d{9})$")
 
 
@@ -74,8 +75,17 @@ class Checkpointer:
             ]
         return max(candidates, key=lambda p: p.name, default=None)
 
-    def save(self, iteration: int, states: dict[str, dict[str, Any]]) -> None:
-        """Write the four parts of `states` for `iteration` (asynchronously if configured)."""
+    def save(
+        self,
+        iteration: int,
+        states: dict[str, dict[str, Any]],
+        extra_files: dict[str, str] | None = None,
+    ) -> None:
+        """Write the four parts of `states` for `iteration` (asynchronously if configured).
+
+        `extra_files` (name -> text) land in the checkpoint folder too, e.g. the architecture
+        that conversion needs to build a diffusers folder.
+        """
         self.wait()
         final = self.dir / iter_name(iteration)
         if final.exists():
@@ -87,6 +97,10 @@ class Checkpointer:
             dist.broadcast_object_list(holder, src=0)
             token = holder[0]
         staging = self.dir / f".partial-{iter_name(iteration)}-{token}"
+        if _rank() == 0 and extra_files:
+            staging.mkdir(parents=True, exist_ok=True)
+            for name, text in extra_files.items():
+                (staging / name).write_text(text, encoding="utf-8")
         if self.async_mode:
             futures = [dcp.async_save(states[p], checkpoint_id=staging / p) for p in PARTS]
             self._pending = (futures, staging, final, iteration)

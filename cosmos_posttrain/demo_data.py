@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 
 from .cli import run_cli
 from .errors import CosmosPosttrainError
-from .fsutil import write_json_atomic
+from .fsutil import write_json_atomic, write_text_atomic
 from .video_io import probe_video, read_frames, write_video
 
 
@@ -131,3 +133,56 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def write_demo_spec(dataset_dir: str | Path, spec_path: str | Path) -> Path:
+    """Two inference entries on demo clips: an edge control computed on the fly (over several
+    chunks), and an edge control video given as a file. Paths are relative to the spec."""
+    from .controls import edge_preset
+    from .inference_spec import DEFAULT_NEGATIVE_PROMPT
+
+    dataset, spec_path = Path(dataset_dir).resolve(), Path(spec_path)
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    clips = {clip.id: clip for clip in DEMO_CLIPS}
+    given = "bikes_001"
+    source = dataset / "videos" / f"{given}.mp4"
+    control_video = spec_path.parent / f"{given}_edge.mp4"
+    frames = read_frames(source, 0, 9)
+    write_video(control_video, edge_preset(frames, "low"), probe_video(source).fps)
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path.resolve(), spec_path.parent.resolve())
+
+    entries = [
+        {
+            "name": "carphone_edge_on_the_fly",
+            "prompt": clips["carphone_000"].caption,
+            "video_path": rel(dataset / "videos" / "carphone_000.mp4"),
+            "resolution": "tiny",
+            "num_video_frames_per_chunk": 9,
+            "num_conditional_frames": 1,
+            "max_frames": 25,
+            "seed": 2025,
+            "guidance": 0,
+            "num_steps": 20,
+            "show_control_condition": True,
+            "edge": {"control_weight": 1.0, "preset_edge_threshold": "medium"},
+        },
+        {
+            "name": "bikes_edge_given",
+            "prompt": clips[given].caption,
+            "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
+            "video_path": rel(source),
+            "resolution": "tiny",
+            "num_video_frames_per_chunk": 9,
+            "max_frames": 9,
+            "seed": 7,
+            "guidance": 0,
+            "num_steps": 20,
+            "show_input": True,
+            "edge": {"control_weight": 0.8, "control_path": rel(control_video)},
+        },
+    ]
+    text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
+    write_text_atomic(spec_path, text)
+    return spec_path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,19 +16,19 @@ from typing import Any, BinaryIO
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds.
 
-    The temporary name starts with a dot so dataset scans skip it, and it lives in the same
-    folder so the final `os.replace` is atomic on every POSIX file system.
+    The temporary file has the final file's name inside a hidden folder next to it: dataset
+    scans skip it, the final `os.replace` is atomic on every POSIX file system, and writers
+    that record the file name (`torch.save` does) produce the same bytes as a direct write.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    tmp = folder / final.name
     try:
         yield tmp
         os.replace(tmp, final)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -32,7 +32,12 @@ def generate_latents(
     num_conditional: int = 0,
     cond_timestep: float = 0.1,
     control_scale: float = 1.0,
+    scheduler=None,
+    progress=None,
 ) -> torch.Tensor:
+    """Denoise from pure noise. With a diffusers `scheduler` (UniPC for the released model, as
+    its pipeline does) its sigmas and steps are used; without one, Euler steps on the shifted
+    schedule. `progress` (a tqdm bar) advances once per step."""
     device = text.device
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=generator).to(device)
@@ -41,8 +46,15 @@ def generate_latents(
     indicator[:, :, :num_conditional] = 1
     cond_mask = indicator.expand(b, 1, t, h, w)
     cond = cond_latents if cond_latents is not None else torch.zeros(shape, device=device)
-    sigmas = sigma_schedule(steps, shift).tolist()
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+    exact = (x - cond) * cond_mask  # the true velocity on conditional frames, as the pipeline
+    if scheduler is not None:
+        scheduler.set_timesteps(steps, device=device)
+        sigmas = [float(v) for v in scheduler.sigmas[: len(scheduler.timesteps)]]
+        timesteps = list(scheduler.timesteps)
+    else:
+        sigmas = sigma_schedule(steps, shift).tolist()
+    for i in range(steps):
+        sigma = sigmas[i]
         x_in = cond_mask * cond + (1 - cond_mask) * x
         timestep = indicator * cond_timestep + (1 - indicator) * sigma
         args = (x_in, timestep)
@@ -68,7 +80,13 @@ def generate_latents(
                 control_scale,
             )
             v = v + guidance * (v - v_u)
-        x = x + (sigma_next - sigma) * v.float()
+        v = exact + v.float() * (1 - cond_mask)
+        if scheduler is not None:
+            x = scheduler.step(v, timesteps[i], x, return_dict=False)[0]
+        else:
+            x = x + (sigmas[i + 1] - sigma) * v
+        if progress is not None:
+            progress.update(1)
     return cond_mask * cond + (1 - cond_mask) * x
 
 

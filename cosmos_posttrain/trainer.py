@@ -17,7 +17,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.utils.data import DataLoader
 
-from .checkpoint import Checkpointer
+from .checkpoint import CONTROLNET_CONFIG, Checkpointer
 from .controls import edge_preset
 from .data import ResumableSampler, SingleViewDataset, collate
 from .distributed import World, all_ranks_ok, average_gradients, init_world, shutdown
@@ -163,7 +163,9 @@ def _train(config: DictConfig, world: World) -> Path:
             if world.is_main:
                 log.info("[Iteration %d/%d] Saving checkpoint...", done, config.trainer.max_iter)
             checkpointer.save(
-                done, checkpoint_states(models, optimizer, scheduler, ema, sampler, done)
+                done,
+                checkpoint_states(models, optimizer, scheduler, ema, sampler, done),
+                {CONTROLNET_CONFIG: models.controlnet.to_json_string()},
             )
     checkpointer.wait()
     metrics.close()

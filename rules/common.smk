@@ -124,7 +124,6 @@ def train_overrides(wildcards):
     state_t = (t["num_frames"] - 1) // 4 + 1
     items = [
         f"experiment={EXPERIMENT.format(control=wildcards.control)}",
-        f"preset={t['preset']}",
         f"dataloader_train.dataset.dataset_dir={os.path.abspath(config['dataset_dir'])}",
         "dataloader_train.sampler.dataset=${dataloader_train.dataset}",
         f"dataloader_train.dataset.num_frames={t['num_frames']}",
@@ -138,7 +137,36 @@ def train_overrides(wildcards):
         f"job.wandb_mode={t['wandb_mode']}",
         f"output_root={OUTPUT_ROOT}",
     ]
-    if t["load_path"]:
-        items.append(f"checkpoint.load_path={os.path.abspath(t['load_path'])}")
+    items += model_override_items()
     items += list(t["overrides"])
     return " ".join(shlex.quote(item) for item in items)
+
+
+def model_override_items():
+    """Which model to build: shared by training and inference."""
+    t = config["train"]
+    items = [f"preset={t['preset']}"]
+    if t["load_path"]:
+        items.append(f"checkpoint.load_path={os.path.abspath(t['load_path'])}")
+    return items
+
+
+def model_overrides(wildcards):
+    return " ".join(shlex.quote(item) for item in model_override_items())
+
+
+def inference_spec_input(wildcards):
+    """The user's spec, or the demo's (written by a rule) when none is configured."""
+    spec = config["inference"]["spec"]
+    return spec if spec else f"{RESULTS}/demo_spec/demo.jsonl"
+
+
+def inference_options(wildcards):
+    i = config["inference"]
+    options = []
+    for key in ("num_steps", "guidance"):
+        if i[key] is not None:
+            options.append(f"--{key.replace('_', '-')} {i[key]}")
+    if i["disable_guardrails"]:
+        options.append("--disable-guardrails")
+    return " ".join(options)

@@ -1,0 +1,314 @@
+"""`[torchrun ...] -m cosmos_posttrain.inference -i spec.jsonl -o outputs/ --checkpoint-path
+<iter>/model_ema_bf16.pt --experiment transfer2_singleview_posttrain_edge_example`.
+
+Generates one video per spec entry with the fine-tuned control branch: the input is resized to
+the nearest resolution bucket, the control is read or computed on the fly, and long videos are
+generated in chunks of `num_video_frames_per_chunk` frames, each conditioned on the last
+`num_conditional_frames` frames of the previous one. Several processes split the entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from .checkpoint import is_complete, load_controlnet_weights
+from .cli import run_cli
+from .controls import blur_preset, edge_preset
+from .data import nearest_bucket, resize_and_pad
+from .distributed import init_world, shutdown
+from .errors import CosmosPosttrainError
+from .experiments import build_config, control_kind
+from .fsutil import write_json_atomic
+from .inference_spec import InferenceSpec, SpecError, load_specs
+from .models import Models, build_models, load_state_file, sync_shared_modules
+from .sampling import generate_latents, side_by_side, to_uint8_frames
+from .video_io import probe_video, read_frames, write_video
+
+log = logging.getLogger("cosmos_posttrain.inference")
+
+
+def load_control_branch(models: Models, checkpoint: Path) -> None:
+    """Fine-tuned weights from a converted `.pt`, a diffusers folder or a DCP iteration folder."""
+    if checkpoint.is_file():
+        parts = load_state_file(checkpoint)
+        if not parts["controlnet"]:
+            raise CosmosPosttrainError(f"{checkpoint}: holds no control-branch weights")
+        state = {
+            k: v.to(next(models.controlnet.parameters()).dtype)
+            for k, v in parts["controlnet"].items()
+        }
+        models.controlnet.load_state_dict(state)
+    elif (checkpoint / "config.json").is_file():
+        from diffusers import CosmosControlNetModel
+
+        loaded = CosmosControlNetModel.from_pretrained(checkpoint)
+        models.controlnet.load_state_dict(loaded.state_dict())
+    elif is_complete(checkpoint):
+        load_controlnet_weights(checkpoint, models.controlnet, use_ema=True)
+    else:
+        raise CosmosPosttrainError(
+            f"{checkpoint}: not a .pt file, a diffusers folder or a complete checkpoint folder"
+        )
+    sync_shared_modules(models.transformer, models.controlnet)
+
+
+class Guardrail:
+    """NVIDIA's safety checker when the `cosmos_guardrail` package is installed."""
+
+    def __init__(self, disabled: bool, device: torch.device) -> None:
+        self.checker = None
+        if disabled:
+            log.info("guardrails disabled (--disable-guardrails)")
+            return
+        try:
+            from cosmos_guardrail import CosmosSafetyChecker
+        except ImportError:
+            log.warning("the cosmos_guardrail package is not installed: no guardrail is active")
+            return
+        self.checker = CosmosSafetyChecker().to(device)
+
+    def text_ok(self, prompt: str) -> bool:
+        return self.checker is None or bool(self.checker.check_text_safety(prompt))
+
+    def video(self, frames: np.ndarray) -> np.ndarray:
+        return frames if self.checker is None else self.checker.check_video_safety(frames)
+
+
+def _to_model(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (1, 3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(device).float() / 127.5 - 1
+
+
+def _pad_frames(frames: np.ndarray, count: int) -> np.ndarray:
+    """Repeat the last frame up to `count` frames, as the reference pads its input."""
+    if len(frames) >= count:
+        return frames[:count]
+    return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), axis=0)])
+
+
+def control_frames(
+    spec: InferenceSpec, kind: str, video: np.ndarray, target: tuple[int, int]
+) -> np.ndarray:
+    control = next(c for c in spec.controls if c.kind == kind)
+    if control.control_path is not None:
+        frames = torch.from_numpy(read_frames(control.control_path, 0, len(video)))
+        resized, _ = resize_and_pad(frames.permute(0, 3, 1, 2), target, nearest=kind == "seg")
+        return resized.permute(0, 2, 3, 1).numpy()
+    if kind == "edge":
+        return edge_preset(video, control.preset)
+    if kind == "vis":
+        return blur_preset(video, control.preset)
+    raise SpecError(
+        f"line {spec.line}: {kind} has no control_path; compute it first "
+        f"(`python -m cosmos_posttrain.{kind}`) and give the video as control_path"
+    )
+
+
+@torch.no_grad()
+def generate_entry(
+    spec: InferenceSpec,
+    models: Models,
+    config: DictConfig,
+    kind: str,
+    out_dir: Path,
+    device: torch.device,
+    guardrail: Guardrail,
+    scheduler=None,
+) -> Path:
+    if not guardrail.text_ok(spec.prompt):
+        raise CosmosPosttrainError(f"{spec.name}: the prompt was refused by the guardrail")
+    info = probe_video(spec.video_path)
+    frames = read_frames(spec.video_path, 0, min(info.frames, spec.max_frames or info.frames))
+    _, target = nearest_bucket(info.width, info.height, spec.resolution)
+    resized, mask = resize_and_pad(torch.from_numpy(frames).permute(0, 3, 1, 2), target)
+    video = resized.permute(0, 2, 3, 1).numpy()
+    control = control_frames(spec, kind, video, target)
+    weight = next(c.control_weight for c in spec.controls if c.kind == kind)
+    text = models.text_encoder.encode([spec.prompt]).to(device)
+    negative = models.text_encoder.encode([spec.negative_prompt]).to(device)
+    chunk = spec.num_video_frames_per_chunk
+    if (chunk - 1) % models.tokenizer.temporal_factor:
+        raise SpecError(f"{spec.name}: num_video_frames_per_chunk={chunk} must be 1 + 4k")
+    overlap = spec.num_conditional_frames
+    stride = chunk - overlap
+    starts = list(range(0, max(1, len(video) - overlap), stride)) if stride > 0 else [0]
+    padding_mask = mask[None].to(device)
+    output: list[np.ndarray] = []
+    bar = tqdm(total=len(starts) * spec.num_steps, desc=spec.name, unit="step", mininterval=1)
+    for index, start in enumerate(starts):
+        ctrl = _to_model(_pad_frames(control[start:], chunk), device)
+        control_latents = models.tokenizer.encode(ctrl)
+        cond_latents, num_cond = None, 0
+        if index > 0 and overlap > 0:
+            previous = _pad_frames(np.concatenate(output)[-overlap:], overlap)
+            context = np.concatenate(
+                [previous, np.zeros((chunk - overlap, *previous.shape[1:]), dtype=np.uint8)]
+            )
+            cond_latents = models.tokenizer.encode(_to_model(context, device))
+            num_cond = 1 + (overlap - 1 + models.tokenizer.temporal_factor - 1) // (
+                models.tokenizer.temporal_factor
+            )
+        shape = (1, models.transformer.config.out_channels, *control_latents.shape[2:])
+        latents = generate_latents(
+            models.transformer,
+            models.controlnet,
+            text,
+            negative,
+            control_latents,
+            shape,
+            padding_mask,
+            spec.num_steps,
+            spec.guidance,
+            config.model.config.shift,
+            seed=spec.seed + index,
+            cond_latents=cond_latents,
+            num_conditional=num_cond,
+            cond_timestep=config.model.config.conditional_frame_timestep,
+            control_scale=weight,
+            scheduler=scheduler,
+            progress=bar,
+        )
+        generated = to_uint8_frames(models.tokenizer.decode(latents)[0])
+        output.append(generated if index == 0 else generated[overlap:])
+    bar.close()
+    result = np.concatenate(output)[: len(video)]
+    # the content sits top-left; the padding mask's first column and row measure it
+    height, width = int((mask[0, :, 0] == 0).sum()), int((mask[0, 0, :] == 0).sum())
+    height, width = height - height % 2, width - width % 2  # H.264 needs even sizes
+    result = guardrail.video(result[:, :height, :width])
+    if spec.keep_input_resolution and (width, height) != (info.width, info.height):
+        result = resize_frames(result, info.width - info.width % 2, info.height - info.height % 2)
+    shown = result
+    if spec.show_input:
+        shown = side_by_side(resize_frames(frames, result.shape[2], result.shape[1]), result)
+    path = out_dir / f"{spec.name}.mp4"
+    write_video(path, shown, info.fps)
+    if spec.show_control_condition:
+        write_video(
+            out_dir / f"{spec.name}_control_{kind}.mp4", control[:, :height, :width], info.fps
+        )
+    write_json_atomic(out_dir / f"{spec.name}.json", spec.resolved())
+    log.info("%s: %d frames written to %s", spec.name, len(result), path)
+    return path
+
+
+def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in frames])
+
+
+def run(
+    spec_path: str,
+    out_dir: str,
+    checkpoint: str,
+    experiment: str,
+    overrides: list[str],
+    spec_overrides: dict,
+    disable_guardrails: bool,
+) -> list[Path]:
+    specs = load_specs(spec_path, spec_overrides)  # every spec problem before any model loads
+    config = build_config([f"experiment={experiment}", *overrides])
+    kind = control_kind(config)
+    for spec in specs:
+        if kind not in {c.kind for c in spec.controls}:
+            raise SpecError(
+                f"{spec_path}:{spec.line}: the checkpoint is a {kind} branch, the "
+                f"entry gives only {', '.join(c.kind for c in spec.controls)}"
+            )
+    world = init_world(config.trainer.device)
+    try:
+        models = build_models(config, world.device)
+        models.transformer.eval()
+        models.controlnet.eval()
+        load_control_branch(models, Path(checkpoint))
+        scheduler = None
+        if config.model.preset == "2b":
+            from diffusers import UniPCMultistepScheduler
+
+            pre = config.model.pretrained
+            scheduler = UniPCMultistepScheduler.from_pretrained(
+                pre.repo_id, subfolder="scheduler", revision=pre.revision
+            )
+        guardrail = Guardrail(disable_guardrails, world.device)
+        out = Path(out_dir)
+        mine = specs[world.rank :: world.size]
+        return [
+            generate_entry(s, models, config, kind, out, world.device, guardrail, scheduler)
+            for s in mine
+        ]
+    finally:
+        shutdown()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, overrides = argv[:split], argv[split + 1 :]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-i", "--input", required=True, help="spec .json or .jsonl")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument(
+        "--checkpoint-path",
+        required=True,
+        help="model_ema_bf16.pt, a diffusers folder, or a checkpoint iteration folder",
+    )
+    p.add_argument("--experiment", default="transfer2_singleview_posttrain_edge_example")
+    p.add_argument("--disable-guardrails", action="store_true")
+    for name, kind in (
+        ("num-steps", int),
+        ("guidance", float),
+        ("seed", int),
+        ("max-frames", int),
+        ("num-video-frames-per-chunk", int),
+        ("num-conditional-frames", int),
+        ("resolution", str),
+    ):
+        p.add_argument(f"--{name}", type=kind, default=None, help="overrides every spec entry")
+    args = p.parse_args(argv)
+    args.overrides = overrides
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spec_overrides = {
+        key: getattr(args, key)
+        for key in (
+            "num_steps",
+            "guidance",
+            "seed",
+            "max_frames",
+            "num_video_frames_per_chunk",
+            "num_conditional_frames",
+            "resolution",
+        )
+        if getattr(args, key) is not None
+    }
+    return run_cli(
+        lambda: run(
+            args.input,
+            args.output,
+            args.checkpoint_path,
+            args.experiment,
+            args.overrides,
+            spec_overrides,
+            args.disable_guardrails,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

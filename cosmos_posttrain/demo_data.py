@@ -148,7 +148,7 @@ def write_demo_spec(dataset_dir: str | Path, spec_path: str | Path) -> Path:
     source = dataset / "videos" / f"{given}.mp4"
     control_video = spec_path.parent / f"{given}_edge.mp4"
     frames = read_frames(source, 0, 9)
-    write_video(control_video, edge_preset(frames, "low"), probe_video(source).fps)
+    write_video(control_video, edge_preset(frames, "medium"), probe_video(source).fps)
 
     def rel(path: Path) -> str:
         return os.path.relpath(path.resolve(), spec_path.parent.resolve())
@@ -166,7 +166,7 @@ def write_demo_spec(dataset_dir: str | Path, spec_path: str | Path) -> Path:
             "guidance": 0,
             "num_steps": 20,
             "show_control_condition": True,
-            "edge": {"control_weight": 1.0, "preset_edge_threshold": "medium"},
+            "edge": {"control_weight": 1.0, "preset_edge_threshold": "very_high"},
         },
         {
             "name": "bikes_edge_given",

@@ -55,6 +55,7 @@ def evaluate(
     out_dir: str | Path,
     steps: int = 20,
     seed: int = 0,
+    preset: str = "medium",
 ) -> dict:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     latest = Checkpointer(run_dir / "checkpoints").latest()
@@ -83,7 +84,7 @@ def evaluate(
             {
                 "id": sample["key"],
                 "frames": frames,
-                "edges": edge_preset(frames),
+                "edges": edge_preset(frames, preset),
                 "caption": sample["caption"],
                 "mask": sample["padding_mask"],
                 "fps": sample["fps"],
@@ -117,8 +118,8 @@ def evaluate(
     for clip in clips:
         base_video = generate(clip, None)
         controlled = generate(clip, clip["edges"])
-        base_scores.append(edge_f1(base_video, clip["edges"]))
-        control_scores.append(edge_f1(controlled, clip["edges"]))
+        base_scores.append(edge_f1(base_video, clip["edges"], preset))
+        control_scores.append(edge_f1(controlled, clip["edges"], preset))
         write_video(
             out_dir / f"{clip['id']}.mp4",
             side_by_side(clip["frames"], clip["edges"], base_video, controlled),
@@ -138,8 +139,8 @@ def evaluate(
         if partner is None:
             continue
         swapped = generate(a, partner["edges"])
-        swap_given.append(edge_f1(swapped, partner["edges"]))
-        swap_own.append(edge_f1(swapped, a["edges"]))
+        swap_given.append(edge_f1(swapped, partner["edges"], preset))
+        swap_own.append(edge_f1(swapped, a["edges"], preset))
     losses = tensorboard_losses(run_dir)
     tenth = max(1, len(losses) // 10)
     result = {
@@ -158,6 +159,7 @@ def evaluate(
     }
     result["loss_falls"] = result["loss_last_10pct"] < result["loss_first_10pct"]
     result["f1_ratio"] = result["edge_f1_with_control"] / max(result["edge_f1_base_alone"], 1e-9)
+    result["preset"] = preset
     result["swap_follows_control"] = bool(swap_given) and (
         result["swap_f1_given_control"] > result["swap_f1_own_edges"]
     )
@@ -167,6 +169,7 @@ def evaluate(
 
 def summary(result: dict) -> str:
     return (
+        f"[edge preset {result.get('preset', 'medium')}] "
         f"loss {result['loss_first_10pct']:.3f} -> {result['loss_last_10pct']:.3f} "
         f"({'falls' if result['loss_falls'] else 'DOES NOT FALL'}); edge F1 base alone "
         f"{result['edge_f1_base_alone']:.3f} -> with control {result['edge_f1_with_control']:.3f} "
@@ -182,11 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("out_dir")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--preset", default="medium", help="edge preset of control and measurement")
     args = p.parse_args(argv)
     return run_cli(
         lambda: print(
             summary(
-                evaluate(args.dataset_dir, args.base_path, args.run_dir, args.out_dir, args.steps)
+                evaluate(
+                    args.dataset_dir,
+                    args.base_path,
+                    args.run_dir,
+                    args.out_dir,
+                    args.steps,
+                    preset=args.preset,
+                )
             )
         )
     )

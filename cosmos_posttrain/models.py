@@ -12,16 +12,19 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import AutoencoderKLWan, CosmosControlNetModel, CosmosTransformer3DModel
-from omegaconf import DictConfig
 from torch import nn
 
 from .errors import CosmosPosttrainError
 from .hub import check_repo_access
 from .text_encoders import minilm_encoder, qwen_encoder
 from .tokenizers import PixelTokenizer, WanTokenizer
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 

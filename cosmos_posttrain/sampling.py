@@ -57,29 +57,33 @@ def generate_latents(
         sigma = sigmas[i]
         x_in = cond_mask * cond + (1 - cond_mask) * x
         timestep = indicator * cond_timestep + (1 - indicator) * sigma
-        args = (x_in, timestep)
-        v = predict_velocity(
-            transformer,
-            controlnet,
-            *args,
-            text,
-            cond_mask,
-            padding_mask,
-            control_latents,
-            control_scale,
-        )
         if guidance and uncond_text is not None:
-            v_u = predict_velocity(
+            # one batched call for the guided and the unguided pass
+            both = predict_velocity(
                 transformer,
                 controlnet,
-                *args,
-                uncond_text,
+                torch.cat([x_in, x_in]),
+                torch.cat([timestep, timestep]),
+                torch.cat([text, uncond_text]),
+                torch.cat([cond_mask, cond_mask]),
+                padding_mask,
+                None if control_latents is None else torch.cat([control_latents] * 2),
+                control_scale,
+            )
+            v, v_u = both.chunk(2)
+            v = v + guidance * (v - v_u)
+        else:
+            v = predict_velocity(
+                transformer,
+                controlnet,
+                x_in,
+                timestep,
+                text,
                 cond_mask,
                 padding_mask,
                 control_latents,
                 control_scale,
             )
-            v = v + guidance * (v - v_u)
         v = exact + v.float() * (1 - cond_mask)
         if scheduler is not None:
             x = scheduler.step(v, timesteps[i], x, return_dict=False)[0]

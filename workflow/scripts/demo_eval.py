@@ -8,7 +8,9 @@ from cosmos_posttrain.demo_eval import evaluate, summary
 
 def main(sm) -> None:
     out_dir = Path(sm.output[0]).parent
-    result = evaluate(sm.params.dataset_dir, sm.input.base, sm.params.run_dir, out_dir)
+    result = evaluate(
+        sm.params.dataset_dir, sm.input.base, sm.params.run_dir, out_dir, preset=sm.params.preset
+    )
     print(summary(result))
 
 

@@ -16,6 +16,8 @@ def main(sm) -> None:
         f"post-training: {summary(result)}\n"
         f"checkpoint: {result['checkpoint']}\n"
         f"videos (input | control | base alone | with control): {result['videos']}\n"
+        f"converted: {Path(sm.input.converted).read_text(encoding='utf-8').strip()}\n"
+        f"inference outputs:\n{Path(sm.input.inference).read_text(encoding='utf-8')}"
     )
     Path(sm.output[0]).write_text(text, encoding="utf-8")
     print(text, end="")

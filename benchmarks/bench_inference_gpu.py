@@ -1,0 +1,151 @@
+"""Seconds per 93-frame 720p chunk of inference on one GPU, with variants side by side.
+
+The 2B architecture (frozen base + 4-block control branch) with random weights in bf16, at the
+seed shape (latents 16 x 24 x 88 x 160, 84,480 tokens; text 512 x 100352). One denoising step
+with guidance is two model calls (guided and unguided); a chunk is `--steps` (35) of them. Each
+variant runs `--measure` steps through the project's own sampler (`generate_latents`) after one
+warm-up step and the chunk time is extrapolated from the median step. The variants: the
+unguided and guided calls separately or batched into one call, the attention backend, and
+`torch.compile` of the transformer blocks. Results go to benchmarks/results/inference.jsonl.
+Run on a GPU machine: `python benchmarks/bench_inference_gpu.py`; `TINY=1` runs a toy copy on
+the CPU to check the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
+from diffusers.models.attention_dispatch import attention_backend
+
+from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
+from cosmos_posttrain.objective import predict_velocity
+
+TINY = os.environ.get("TINY") == "1"
+
+
+def forward_flops(tokens: int, dim: int = 2048, blocks: int = 32) -> float:
+    """Model FLOPs of one base + control forward, counted like shared/bench's baseline."""
+    linear = 2 * tokens * (4 * dim * dim + 2 * dim * dim + 8 * dim * dim)
+    attention = 4 * tokens * tokens * dim
+    return blocks * (linear + attention)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=35)
+    p.add_argument("--measure", type=int, default=3)
+    p.add_argument(
+        "--variants",
+        default="separate:native,batched:native,batched:_native_cudnn,"
+        "batched:_native_cudnn:compile",
+    )
+    p.add_argument("--out", default="benchmarks/results/inference.jsonl")
+    args = p.parse_args()
+    device = "cpu" if TINY else "cuda"
+    dtype = torch.float32 if TINY else torch.bfloat16
+    t_kw, c_kw = (TINY_TRANSFORMER, TINY_CONTROLNET) if TINY else (TRANSFORMER_2B, CONTROLNET_2B)
+    base = CosmosTransformer3DModel(**t_kw).to(device, dtype).eval().requires_grad_(False)
+    ctrl = CosmosControlNetModel(**c_kw).to(device, dtype).eval().requires_grad_(False)
+    channels = t_kw["out_channels"]
+    t, h, w = (3, 16, 28) if TINY else (24, 88, 160)
+    text_dim, text_len = t_kw["crossattn_proj_in_channels"], 32 if TINY else 512
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(1, channels, t, h, w, device=device, dtype=dtype, generator=g)
+    control = torch.randn(1, channels, t, h, w, device=device, dtype=dtype, generator=g)
+    text = torch.randn(1, text_len, text_dim, device=device, dtype=dtype, generator=g)
+    uncond = torch.randn(1, text_len, text_dim, device=device, dtype=dtype, generator=g)
+    spatial = 2 if TINY else 8
+    padding = torch.zeros(1, 1, h * spatial, w * spatial, device=device, dtype=dtype)
+    cond_mask = torch.zeros(1, 1, t, h, w, device=device, dtype=dtype)
+    timestep = torch.full((1, 1, t, 1, 1), 0.5, device=device, dtype=dtype)
+    tokens = t * (h // 2) * (w // 2)
+    name = "cpu" if TINY else torch.cuda.get_device_name()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    compiled = False
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for variant in args.variants.split(","):
+        mode, backend, *extra = variant.split(":")
+        if "compile" in extra and not compiled:
+            for block in list(base.transformer_blocks) + list(ctrl.control_blocks):
+                block.compile()
+            compiled = True
+
+        def step(mode: str = mode, backend: str = backend) -> torch.Tensor:
+            with torch.no_grad(), attention_backend(backend):
+                if mode == "batched":
+                    both = predict_velocity(
+                        base,
+                        ctrl,
+                        torch.cat([x, x]),
+                        torch.cat([timestep, timestep]),
+                        torch.cat([text, uncond]),
+                        torch.cat([cond_mask, cond_mask]),
+                        padding,
+                        torch.cat([control, control]),
+                    )
+                    v, v_u = both.chunk(2)
+                else:
+                    v = predict_velocity(base, ctrl, x, timestep, text, cond_mask, padding, control)
+                    v_u = predict_velocity(
+                        base, ctrl, x, timestep, uncond, cond_mask, padding, control
+                    )
+                return v + 3.0 * (v - v_u)
+
+        record = {
+            "date": datetime.date.today().isoformat(),
+            "gpu": name,
+            "variant": variant,
+            "torch": torch.__version__,
+            "git_commit": commit,
+            "tokens": tokens,
+        }
+        try:
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            step()
+            sync()
+            record["warmup_s"] = round(time.perf_counter() - start, 2)
+            times = []
+            for _ in range(args.measure):
+                start = time.perf_counter()
+                step()
+                sync()
+                times.append(time.perf_counter() - start)
+            median = sorted(times)[len(times) // 2]
+            flops = 2 * forward_flops(tokens)
+            record.update(
+                s_per_step=round(median, 3),
+                s_per_chunk=round(median * args.steps, 1),
+                steps=args.steps,
+                tflops=round(flops / median / 1e12, 1),
+                mfu=round(flops / median / 989e12, 3),
+                peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1)
+                if device == "cuda"
+                else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed variant is a result too
+            record["error"] = repr(exc)[:300]
+        print(json.dumps(record), flush=True)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
+include: "rules/controls.smk"
 
 
 rule all:
@@ -30,6 +31,7 @@ rule demo:
         evaluation=f"{RESULTS}/demo_eval/eval.json",
         converted=f"{RESULTS}/convert/edge.txt",
         inference=f"{RESULTS}/inference/edge/done.txt",
+        previews=f"{RESULTS}/previews/contact_sheet.png",
     output:
         f"{RESULTS}/demo_done.txt",
     log:

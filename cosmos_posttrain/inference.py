@@ -192,20 +192,22 @@ def generate_entry(
     path = out_dir / f"{spec.name}.mp4"
     write_video(path, shown, info.fps)
     if spec.show_control_condition:
-        write_video(
-            out_dir / f"{spec.name}_control_{kind}.mp4", control[:, :height, :width], info.fps
+        shown_control = resize_frames(
+            control[:, :height, :width], result.shape[2], result.shape[1], nearest=True
         )
+        write_video(out_dir / f"{spec.name}_control_{kind}.mp4", shown_control, info.fps)
     write_json_atomic(out_dir / f"{spec.name}.json", spec.resolved())
     log.info("%s: %d frames written to %s", spec.name, len(result), path)
     return path
 
 
-def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_frames(frames: np.ndarray, width: int, height: int, nearest: bool = False) -> np.ndarray:
     import cv2
 
     if frames.shape[1:3] == (height, width):
         return frames
-    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in frames])
+    mode = cv2.INTER_NEAREST if nearest else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (width, height), interpolation=mode) for f in frames])
 
 
 def run(

@@ -9,6 +9,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.checkpoint.state_dict import (
@@ -86,6 +87,9 @@ def _train(config: DictConfig, world: World) -> Path:
         dataset_cfg.resolution,
         cache_frames=dataset_cfg.cache_frames,
     )
+    sample_clip = dataset.ids[0]
+    if config.trainer.sample_every and len(dataset.ids) > 1:
+        dataset.ids = dataset.ids[1:]  # the sample clip is held out of training
     sampler = ResumableSampler(
         len(dataset),
         world.rank,
@@ -158,7 +162,9 @@ def _train(config: DictConfig, world: World) -> Path:
             and config.trainer.sample_every
             and done % config.trainer.sample_every == 0
         ):
-            save_samples(models, ema, dataset, config, run / "samples", done, world.device)
+            save_samples(
+                models, ema, dataset, sample_clip, config, run / "samples", done, world.device
+            )
         if done % config.checkpoint.save_iter == 0 or done == config.trainer.max_iter:
             if world.is_main:
                 log.info("[Iteration %d/%d] Saving checkpoint...", done, config.trainer.max_iter)
@@ -253,15 +259,18 @@ def save_samples(
     models: Models,
     ema: PowerEMA | None,
     dataset: SingleViewDataset,
+    clip_id: str,
     config: DictConfig,
     folder: Path,
     iteration: int,
     device: torch.device,
 ) -> None:
-    """Input | control | generated, from the current and the EMA weights, on a fixed clip."""
-    sample = SingleViewDataset(
+    """Input | control | generated, from the current and the EMA weights, on a fixed clip
+    (held out of training when the dataset has more than one)."""
+    holdout = SingleViewDataset(
         dataset.root, dataset.num_frames, dataset.control, dataset.resolution, is_train=False
-    )[0]
+    )
+    sample = holdout.load(holdout.ids.index(clip_id), np.random.default_rng(0))
     if dataset.control == "edge":  # a fixed preset, as at inference, not a random draw
         frames = sample["video"].permute(1, 2, 3, 0).numpy()
         sample["control"] = torch.from_numpy(edge_preset(frames)).permute(3, 0, 1, 2)

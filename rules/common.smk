@@ -28,6 +28,7 @@ OUTPUT_ROOT = os.path.abspath(
 
 wildcard_constraints:
     shard=r"\d+",
+    group=r"\d+",
     control="edge|depth|seg|vis",
 
 
@@ -170,3 +171,37 @@ def inference_options(wildcards):
     if i["disable_guardrails"]:
         options.append("--disable-guardrails")
     return " ".join(options)
+
+
+def dataset_clip_ids():
+    """Clip ids of dataset_dir, known at DAG time: the demo's table, the VideoUFO summary (a
+    checkpoint), or the user's folder."""
+    dataset = config["dataset_dir"]
+    if same_path(dataset, DEMO_DATASET):
+        return sorted(DEMO_IDS)
+    if same_path(dataset, STORAGE):
+        summary = checkpoints.prepare_videoufo.get().output[0]
+        return sorted(json.loads(Path(summary).read_text())["clips"])
+    return sorted(p.stem for p in (Path(dataset) / "videos").glob("*.mp4"))
+
+
+def control_groups():
+    """Clips in groups of controls.group_size: one GPU job per group, never one per clip."""
+    ids = dataset_clip_ids()
+    size = config["controls"]["group_size"]
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def group_clips(wildcards):
+    return control_groups()[int(wildcards.group)]
+
+
+def group_videos(wildcards):
+    videos = f"{config['dataset_dir']}/videos"
+    return [f"{videos}/{cid}.mp4" for cid in group_clips(wildcards)]
+
+
+def control_group_markers(kind):
+    return [
+        f"{RESULTS}/controls/{kind}/group_{i}.txt" for i in range(len(control_groups()))
+    ]

@@ -61,7 +61,7 @@ checkpoint videoufo_extract:
         "../workflow/scripts/videoufo_extract.py"
 
 
-rule prepare_videoufo:
+checkpoint prepare_videoufo:
     input:
         videoufo_shard_manifests,
     output:

@@ -78,6 +78,7 @@ rule demo_eval:
     params:
         dataset_dir=config["dataset_dir"],
         run_dir=run_dir_of("edge"),
+        preset=config["demo"]["eval_preset"],
     message:
         "Measuring whether the demo learned: loss, edge agreement, swap test"
     script:

@@ -82,3 +82,46 @@ def seg_group(sm) -> list[str]:
         )
 
     return run_group(sm.params.dataset_dir, "seg", list(sm.params.clips), sm.output[0], make)
+
+
+def vis_variants(source: Path, folder: Path, count: int, seed: int) -> list[Path]:
+    """`count` draws of the reference's training blur recipe for one clip, each a whole video.
+
+    Bilateral filters of diameter up to 50 cost seconds per frame on a CPU, far slower than a
+    training step consumes clips; precomputed once, a variant costs the loader one decode.
+    Draws are seeded by (seed, clip id, variant), so reruns give the same videos.
+    """
+    import zlib
+
+    import numpy as np
+
+    from .controls import blur_control, random_blur_params
+    from .video_io import read_frames, write_video
+
+    frames = read_frames(source)
+    fps = probe_video(source).fps
+    written = []
+    for k in range(count):
+        target = folder / f"{k}.mp4"
+        if target.is_file() and probe_video(target).frames == len(frames):
+            written.append(target)
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(source.stem.encode()), k])
+        write_video(target, blur_control(frames, random_blur_params(rng)), fps)
+        written.append(target)
+    return written
+
+
+def vis_group(sm) -> list[str]:
+    dataset = Path(sm.params.dataset_dir)
+    done = []
+    for cid in sm.params.clips:
+        vis_variants(
+            dataset / "videos" / f"{cid}.mp4",
+            dataset / "vis" / cid,
+            sm.params.variants,
+            sm.params.seed,
+        )
+        done.append(cid)
+    write_text_atomic(sm.output[0], "".join(f"{cid}\n" for cid in done))
+    return done

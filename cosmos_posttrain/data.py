@@ -140,9 +140,12 @@ class SingleViewDataset(Dataset):
         start = int(rng.integers(0, info.frames - self.num_frames + 1)) if self.is_train else 0
         bucket, target = nearest_bucket(info.width, info.height, self.resolution)
         video, padding_mask = self._frames(video_path, start, target)
+        variants = self._vis_variants(cid) if self.control == "vis" else []
         if self.control in PRECOMPUTED_CONTROLS:
             ctrl_path = self.root / PRECOMPUTED_CONTROLS[self.control] / f"{cid}.mp4"
             control, _ = self._frames(ctrl_path, start, target, nearest=self.control == "seg")
+        elif variants:  # precomputed blur draws (target `vis`): one at random, one decode
+            control, _ = self._frames(variants[int(rng.integers(len(variants)))], start, target)
         else:
             hwc = video.permute(0, 2, 3, 1).numpy()
             control = torch.from_numpy(training_control(self.control, hwc, rng)).permute(0, 3, 1, 2)
@@ -156,6 +159,10 @@ class SingleViewDataset(Dataset):
             "start": start,
             "aspect_ratio": bucket,
         }
+
+    def _vis_variants(self, cid: str) -> list[Path]:
+        folder = self.root / "vis" / cid
+        return sorted(folder.glob("*.mp4")) if folder.is_dir() else []
 
     def _frames(
         self, path: Path, start: int, target: tuple[int, int], nearest: bool = False

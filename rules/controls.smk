@@ -73,3 +73,29 @@ rule preview_controls:
         "Rendering control previews (source | edge | vis | depth | seg)"
     script:
         "../workflow/scripts/preview_controls.py"
+
+
+rule vis_group:
+    input:
+        group_videos,
+    output:
+        f"{RESULTS}/controls/vis/group_{{group}}.txt",
+    log:
+        f"{RESULTS}/logs/controls/vis_{{group}}.log",
+    conda:
+        "../envs/controls.yaml"
+    threads: 1
+    params:
+        dataset_dir=config["dataset_dir"],
+        clips=group_clips,
+        variants=config["controls"]["vis_variants"],
+        seed=config["train"]["seed"],
+    message:
+        "Precomputing {params.variants} blur draws per clip for group {wildcards.group}"
+    script:
+        "../workflow/scripts/vis_group.py"
+
+
+rule vis:
+    input:
+        lambda wc: control_group_markers("vis"),

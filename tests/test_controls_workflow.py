@@ -103,3 +103,25 @@ def test_previews(dataset, tmp_path):
     assert first.height == 180 and first.width > second.width and first.frames == 12
     assert written["sheet"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert depth.is_dir()
+
+
+def test_precomputed_vis_variants_feed_the_loader(dataset):
+    import numpy as np
+    import torch
+
+    from cosmos_posttrain.control_jobs import vis_variants
+    from cosmos_posttrain.data import SampleKey, SingleViewDataset
+
+    source = dataset / "videos" / "c0.mp4"
+    written = vis_variants(source, dataset / "vis" / "c0", 3, seed=0)
+    assert [p.name for p in written] == ["0.mp4", "1.mp4", "2.mp4"]
+    assert all(probe_video(p).frames == 12 for p in written)
+    again = vis_variants(source, dataset / "vis" / "c0", 3, seed=0)  # skipped: already there
+    assert [p.stat().st_mtime_ns for p in again] == [p.stat().st_mtime_ns for p in written]
+    loader = SingleViewDataset(dataset, 9, "vis", "tiny")
+    sample = loader.load(0, np.random.default_rng(5))
+    assert sample["control"].shape == sample["video"].shape
+    repeat = loader.load(0, np.random.default_rng(5))
+    assert torch.equal(sample["control"], repeat["control"])
+    # c1 has no variants: computed on the fly, same shape
+    assert loader[SampleKey(1, 3)]["control"].shape == sample["video"].shape

@@ -181,5 +181,5 @@ def test_edge_f1():
     edges = edge_preset(frames)
     assert edge_f1(frames, edges) == 1.0
     assert edge_f1(np.full_like(frames, 128), edges) == 0.0
-    shifted = np.roll(frames, 3, axis=2)
+    shifted = np.roll(np.roll(frames, 5, axis=2), 4, axis=1)
     assert 0.0 <= edge_f1(shifted, edges) < 0.5

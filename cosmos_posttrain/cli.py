@@ -19,6 +19,15 @@ def setup_logging(debug: bool = False, stream=None) -> None:
     )
 
 
+def split_overrides(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """Split `cmd --flags -- key=value ...` (the seed's form) into flags and overrides."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    split = argv.index("--")
+    return argv[:split], argv[split + 1 :]
+
+
 def run_cli(action: Callable[[], object], debug: bool = False) -> int:
     """Run `action`; a known error prints its message and exits 1, anything else raises."""
     setup_logging(debug)

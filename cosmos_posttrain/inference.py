@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from .checkpoint import is_complete, load_controlnet_weights
-from .cli import run_cli
+from .cli import run_cli, split_overrides
 from .controls import blur_preset, edge_preset
 from .data import nearest_bucket, resize_and_pad
 from .distributed import init_world, shutdown
@@ -254,11 +254,7 @@ def run(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, overrides = argv[:split], argv[split + 1 :]
+    argv, overrides = split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-i", "--input", required=True, help="spec .json or .jsonl")
     p.add_argument("-o", "--output", required=True, help="output folder")

@@ -1,0 +1,108 @@
+"""Ulysses context parallelism for the diffusers Cosmos models (ours: diffusers has no plan).
+
+The video tokens of one clip are split along latent time over the ranks of a context-parallel
+group. Everything per token (patch embedding, adaLN, MLP, cross-attention to the full text,
+the output layer) runs on the local shard unchanged. Self-attention needs every token: an
+all-to-all turns sequence shards into head shards, attention runs over the whole sequence for
+H / cp heads, and a second all-to-all turns the result back. RoPE positions are those of the
+whole clip, sliced for the shard.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from torch import nn
+from torch.distributed._functional_collectives import all_to_all_single_autograd
+
+
+def _seq_to_heads(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+    """(B, S/cp, H, D) sequence shard -> (B, S, H/cp, D) head shard."""
+    cp = dist.get_world_size(group)
+    b, s, h, d = x.shape
+    chunks = x.reshape(b, s, cp, h // cp, d).permute(2, 0, 1, 3, 4).contiguous()
+    gathered = all_to_all_single_autograd(chunks, None, None, group)
+    return gathered.permute(1, 0, 2, 3, 4).reshape(b, cp * s, h // cp, d)
+
+
+def _heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+    """(B, S, H/cp, D) head shard -> (B, S/cp, H, D) sequence shard."""
+    cp = dist.get_world_size(group)
+    b, s, h, d = x.shape
+    chunks = x.reshape(b, cp, s // cp, h, d).permute(1, 0, 2, 3, 4).contiguous()
+    gathered = all_to_all_single_autograd(chunks, None, None, group)
+    return gathered.permute(1, 2, 0, 3, 4).reshape(b, s // cp, cp * h, d)
+
+
+class UlyssesSelfAttention:
+    """The self-attention of a Cosmos block (as diffusers' CosmosAttnProcessor2_0 computes it),
+    with the two all-to-alls around the attention kernel."""
+
+    def __init__(self, group: dist.ProcessGroup) -> None:
+        self.group = group
+
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        image_rotary_emb=None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            raise ValueError("UlyssesSelfAttention serves self-attention only")
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (B, S, H*D) -> (B, H, S, D)
+            return x.unflatten(2, (attn.heads, -1)).transpose(1, 2)
+
+        query = attn.norm_q(heads(attn.to_q(hidden_states)))
+        key = attn.norm_k(heads(attn.to_k(hidden_states)))
+        value = heads(attn.to_v(hidden_states))
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
+            key = apply_rotary_emb(key, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
+        q, k, v = (_seq_to_heads(t.transpose(1, 2), self.group) for t in (query, key, value))
+        out = dispatch_attention_fn(
+            q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
+        out = _heads_to_seq(out, self.group).flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+class ShardedRope(nn.Module):
+    """RoPE of the whole clip (cp times the local frames), rows of this rank's frames."""
+
+    def __init__(self, rope: nn.Module, group: dist.ProcessGroup) -> None:
+        super().__init__()
+        self.rope = rope
+        self.group = group
+
+    def forward(self, hidden_states: torch.Tensor, fps: int | None = None):
+        cp, rank = dist.get_world_size(self.group), dist.get_rank(self.group)
+        b, c, t, h, w = hidden_states.shape
+        whole = hidden_states.new_zeros(1).expand(b, c, t * cp, h, w)  # shape only, no memory
+        cos, sin = self.rope(whole, fps=fps)
+        rows = cos.shape[0] // cp
+        return cos[rank * rows : (rank + 1) * rows], sin[rank * rows : (rank + 1) * rows]
+
+
+def enable_context_parallel(model: nn.Module, group: dist.ProcessGroup) -> None:
+    """Switch a CosmosTransformer3DModel or CosmosControlNetModel to Ulysses CP over `group`."""
+    cp = dist.get_world_size(group)
+    blocks = getattr(model, "transformer_blocks", None) or model.control_blocks
+    for block in blocks:
+        if block.attn1.heads % cp:
+            raise ValueError(f"context_parallel_size={cp} must divide {block.attn1.heads} heads")
+        block.attn1.set_processor(UlyssesSelfAttention(group))
+    if not isinstance(model.rope, ShardedRope):
+        model.rope = ShardedRope(model.rope, group)
+
+
+def shard_time(x: torch.Tensor, group: dist.ProcessGroup, dim: int = 2) -> torch.Tensor:
+    """This rank's contiguous slice of latent frames."""
+    cp, rank = dist.get_world_size(group), dist.get_rank(group)
+    if x.shape[dim] % cp:
+        raise ValueError(f"{x.shape[dim]} latent frames do not split over {cp} ranks")
+    return x.chunk(cp, dim=dim)[rank].contiguous()

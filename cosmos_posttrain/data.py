@@ -210,8 +210,10 @@ class ResumableSampler(Sampler[SampleKey]):
         while True:
             order = self._order(self.epoch)
             while self.position < len(order):
-                seed = (self.seed * 1_000_003 + self.epoch) * 10_007 + self.position
-                key = SampleKey(order[self.position], seed * self.dp_size + self.dp_rank)
+                # keyed by the global position, so the draws do not depend on the DP layout
+                position = self.position * self.dp_size + self.dp_rank
+                seed = (self.seed * 1_000_003 + self.epoch) * 10_007 + position
+                key = SampleKey(order[self.position], seed)
                 self.position += 1
                 yield key
             self.epoch, self.position = self.epoch + 1, 0

@@ -47,10 +47,15 @@ def make_noisy_input(
     return NoisyInput(x_t, timestep, cond_mask, noise - x0)
 
 
-def flow_loss(pred: torch.Tensor, batch: NoisyInput) -> torch.Tensor:
-    """MSE over every element; conditional frames count as exact predictions (zero error)."""
+def flow_loss(pred: torch.Tensor, batch: NoisyInput, total: int | None = None) -> torch.Tensor:
+    """MSE over every element; conditional frames count as exact predictions (zero error).
+
+    With `total` (the element count of the whole clip) a context-parallel shard returns its
+    part of the sum, so the parts add up to the loss of the whole clip.
+    """
     keep = 1 - batch.cond_mask
-    return ((pred.float() - batch.target.float()) ** 2 * keep).mean()
+    squared = (pred.float() - batch.target.float()) ** 2 * keep
+    return squared.mean() if total is None else squared.sum() / total
 
 
 def predict_velocity(

@@ -19,15 +19,24 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.utils.data import DataLoader
 
 from .checkpoint import CONTROLNET_CONFIG, Checkpointer
+from .context_parallel import enable_context_parallel, shard_time
 from .controls import edge_preset
 from .data import ResumableSampler, SingleViewDataset, collate
-from .distributed import World, all_ranks_ok, average_gradients, init_world, shutdown
+from .distributed import (
+    World,
+    all_ranks_ok,
+    average_gradients,
+    cp_sum,
+    init_world,
+    shutdown,
+)
 from .ema import PowerEMA
 from .errors import CosmosPosttrainError
 from .experiments import check_config, control_kind, run_dir
 from .metrics import Metrics
 from .models import Models, build_models, freeze
 from .objective import (
+    NoisyInput,
     flow_loss,
     make_noisy_input,
     predict_velocity,
@@ -55,7 +64,7 @@ def step_generator(seed: int, iteration: int, micro: int, dp_rank: int) -> torch
 
 def train(config: DictConfig) -> Path:
     """Run (or resume) the experiment; return its run folder."""
-    world = init_world(config.trainer.device)
+    world = init_world(config.trainer.device, int(config.model_parallel.context_parallel_size))
     try:
         return _train(config, world)
     finally:
@@ -76,6 +85,9 @@ def _train(config: DictConfig, world: World) -> Path:
 
     models = build_models(config, world.device)
     trained = freeze(models)
+    if world.cp > 1:
+        enable_context_parallel(models.transformer, world.cp_group)
+        enable_context_parallel(models.controlnet, world.cp_group)
     ema = PowerEMA(models.controlnet, config.ema.rate) if config.ema.enabled else None
     optimizer = build_optimizer(trained, config)
     scheduler = build_scheduler(optimizer, config)
@@ -92,8 +104,8 @@ def _train(config: DictConfig, world: World) -> Path:
         dataset.ids = dataset.ids[1:]  # the sample clip is held out of training
     sampler = ResumableSampler(
         len(dataset),
-        world.rank,
-        world.size,
+        world.dp_rank,
+        world.dp,
         config.dataloader_train.sampler.seed,
         config.dataloader_train.sampler.shuffle,
     )
@@ -126,16 +138,26 @@ def _train(config: DictConfig, world: World) -> Path:
         run.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, run / "config.yaml")
 
+    sampling = world.is_main and bool(config.trainer.sample_every)
+    if sampling and world.cp > 1:
+        log.warning("samples are not taken yet with context_parallel_size > 1")
+        sampling = False
     batches = iter(loader)
     accum = int(config.trainer.grad_accum_iter)
     for iteration in range(start, config.trainer.max_iter):
         loss_sum = 0.0
         for micro in range(accum):
             batch = next(batches)
-            generator = step_generator(config.trainer.seed, iteration, micro, world.rank)
-            loss = training_loss(models, batch, config, generator, world.device)
+            # keyed by the global micro-batch index: DP=2 draws what one process with
+            # grad_accum_iter=2 draws
+            generator = step_generator(
+                config.trainer.seed, iteration, micro * world.dp + world.dp_rank, 0
+            )
+            loss = training_loss(
+                models, batch, config, generator, world.device, cp_group=world.cp_group
+            )
             (loss / accum).backward()
-            loss_sum += loss.item() / accum
+            loss_sum += cp_sum(loss.item(), world) / accum
         average_gradients(trained, world)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, config.trainer.clip_grad_norm))
         healthy = (
@@ -157,11 +179,7 @@ def _train(config: DictConfig, world: World) -> Path:
             ema.update(models.controlnet, iteration)
         done = iteration + 1
         metrics.step(done, loss_sum, scheduler.get_last_lr()[0], grad_norm)
-        if (
-            world.is_main
-            and config.trainer.sample_every
-            and done % config.trainer.sample_every == 0
-        ):
+        if sampling and done % config.trainer.sample_every == 0:
             save_samples(
                 models, ema, dataset, sample_clip, config, run / "samples", done, world.device
             )
@@ -185,6 +203,7 @@ def training_loss(
     generator: torch.Generator,
     device: torch.device,
     with_control: bool = True,
+    cp_group=None,
 ) -> torch.Tensor:
     """The rectified-flow loss of one clip through the base and (unless the base itself is
     being trained) the control branch."""
@@ -202,6 +221,16 @@ def training_loss(
     noise = torch.randn(x0.shape, generator=generator).to(device)
     noisy = make_noisy_input(x0, noise, sigma, num_conditional, cfg.conditional_frame_timestep)
     padding_mask = batch["padding_mask"].to(device)
+    total = None
+    if cp_group is not None:  # this rank's latent frames; every rank drew the same noise
+        total = noisy.target.numel()
+        noisy = NoisyInput(
+            *(
+                shard_time(t, cp_group)
+                for t in (noisy.x_t, noisy.timestep, noisy.cond_mask, noisy.target)
+            )
+        )
+        control_latents = shard_time(control_latents, cp_group) if with_control else None
     autocast = device.type == "cuda" and cfg.dtype == "bfloat16"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         pred = predict_velocity(
@@ -214,7 +243,7 @@ def training_loss(
             padding_mask,
             control_latents,
         )
-    return flow_loss(pred, noisy)
+    return flow_loss(pred, noisy, total)
 
 
 def checkpoint_states(models, optimizer, scheduler, ema, sampler, iteration: int) -> dict:

@@ -34,3 +34,79 @@ def test_cp2_forward_and_gradients_equal_one_process():
     measured = json.loads(line)
     assert measured["forward_rel"] < 1e-5 and measured["grad_rel"] < 1e-5, measured
     assert measured["grads"] > 0
+
+
+def _dataset(root: Path, make_clip) -> Path:
+    data = root / "ds"
+    (data / "videos").mkdir(parents=True)
+    (data / "captions").mkdir()
+    for i in range(2):
+        (data / "videos" / f"c{i}.mp4").write_bytes(make_clip(20, offset=10 * i))
+        (data / "captions" / f"c{i}.json").write_text(json.dumps({"caption": f"street {i}"}))
+    return data
+
+
+def _train(root: Path, name: str, data: Path, nproc: int, *extra: str) -> dict:
+    """Two iterations of the tiny preset; the final model part of the checkpoint."""
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    launcher = (
+        [sys.executable]
+        if nproc == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+        ]
+    )
+    cmd = [
+        *launcher,
+        "-m",
+        "cosmos_posttrain.train",
+        "--",
+        "experiment=transfer2_singleview_posttrain_edge_example",
+        "preset=tiny",
+        f"dataloader_train.dataset.dataset_dir={data}",
+        "dataloader_train.dataset.num_frames=13",
+        "model.config.state_t=4",
+        "trainer.max_iter=2",
+        "checkpoint.save_iter=2",
+        f"output_root={root / name}",
+        *extra,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ckpt = (
+        root
+        / name
+        / "cosmos_transfer2_posttrain/local_single_view"
+        / "transfer2_singleview_posttrain_edge_example/checkpoints/iter_000000002"
+    )
+    dcp_to_torch_save(ckpt / "model", root / f"{name}.pt")
+    return torch.load(root / f"{name}.pt", weights_only=True)
+
+
+def _assert_close(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], rtol=1e-4, atol=1e-6), key
+
+
+def test_training_with_cp2_matches_one_process(tmp_path, make_clip):
+    data = _dataset(tmp_path, make_clip)
+    one = _train(tmp_path, "one", data, 1)
+    cp2 = _train(tmp_path, "cp2", data, 2, "model_parallel.context_parallel_size=2")
+    _assert_close(one, cp2)
+
+
+def test_dp2_matches_one_process_with_accumulation_2(tmp_path, make_clip):
+    data = _dataset(tmp_path, make_clip)
+    accum = _train(tmp_path, "accum2", data, 1, "trainer.grad_accum_iter=2")
+    dp2 = _train(tmp_path, "dp2", data, 2, "trainer.grad_accum_iter=1")
+    _assert_close(accum, dp2)

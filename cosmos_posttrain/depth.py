@@ -34,7 +34,7 @@ ENCODERS = {
 }
 
 
-def load_pretrained(model_id: str, device: torch.device, what: str, loader) -> object:
+def load_pretrained(model_id: str, what: str, loader) -> object:
     """Load a transformers model or processor, with an error that says what to do offline."""
     try:
         return loader(model_id)
@@ -66,13 +66,10 @@ class DepthEstimator:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         model = load_pretrained(
             model_id,
-            device,
             "depth model",
             lambda m: AutoModelForDepthEstimation.from_pretrained(m, dtype=dtype),
         )
-        processor = load_pretrained(
-            model_id, device, "depth processor", AutoImageProcessor.from_pretrained
-        )
+        processor = load_pretrained(model_id, "depth processor", AutoImageProcessor.from_pretrained)
         return cls(model, processor, device, batch_size)
 
     @torch.no_grad()

@@ -140,20 +140,17 @@ class Segmenter:
         )
 
         device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        sam = load_pretrained(sam_id, device, "SAM2 model", Sam2VideoModel.from_pretrained)
-        processor = load_pretrained(
-            sam_id, device, "SAM2 processor", Sam2VideoProcessor.from_pretrained
-        )
+        sam = load_pretrained(sam_id, "SAM2 model", Sam2VideoModel.from_pretrained)
+        processor = load_pretrained(sam_id, "SAM2 processor", Sam2VideoProcessor.from_pretrained)
         detector = detector_processor = None
         if grounding_id:
             detector = load_pretrained(
                 grounding_id,
-                device,
                 "Grounding DINO model",
                 AutoModelForZeroShotObjectDetection.from_pretrained,
             )
             detector_processor = load_pretrained(
-                grounding_id, device, "Grounding DINO processor", AutoProcessor.from_pretrained
+                grounding_id, "Grounding DINO processor", AutoProcessor.from_pretrained
             )
         return cls(sam, processor, detector, detector_processor, device)
 

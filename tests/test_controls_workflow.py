@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 
 import pytest
-from conftest import run_snakemake
+from conftest import run_snakemake, write_dataset
 
 from cosmos_posttrain.control_jobs import is_done, run_group
 from cosmos_posttrain.controls import edge_preset
@@ -19,13 +18,8 @@ from cosmos_posttrain.video_io import probe_video, read_frames, write_video
 
 @pytest.fixture
 def dataset(tmp_path, make_clip) -> Path:
-    root = tmp_path / "ds"
-    (root / "videos").mkdir(parents=True)
-    (root / "captions").mkdir()
-    for i in range(3):
-        (root / "videos" / f"c{i}.mp4").write_bytes(make_clip(12, offset=5 * i))
-        (root / "captions" / f"c{i}.json").write_text(json.dumps({"caption": f"clip {i}"}))
-    return root
+    clips = {f"c{i}": (make_clip(12, offset=5 * i), f"clip {i}") for i in range(3)}
+    return write_dataset(tmp_path / "ds", clips)
 
 
 def edge_stand_in(calls: list[str], fail: str = ""):

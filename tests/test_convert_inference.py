@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_dataset
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from cosmos_posttrain.convert_checkpoint import convert, latest_model_dir
@@ -28,12 +29,8 @@ def trained(tmp_path_factory, make_clip) -> dict:
     from cosmos_posttrain.trainer import train
 
     root = tmp_path_factory.mktemp("convert")
-    data = root / "ds"
-    (data / "videos").mkdir(parents=True)
-    (data / "captions").mkdir()
-    for i in range(2):
-        (data / "videos" / f"c{i}.mp4").write_bytes(make_clip(20, offset=10 * i))
-        (data / "captions" / f"c{i}.json").write_text(json.dumps({"caption": f"a street {i}"}))
+    clips = {f"c{i}": (make_clip(20, offset=10 * i), f"a street {i}") for i in range(2)}
+    data = write_dataset(root / "ds", clips)
     base_cfg = build_config([f"experiment={EXPERIMENT}", "preset=tiny"])
     base = build_models(base_cfg, torch.device("cpu")).transformer
     base_path = root / "base.pt"

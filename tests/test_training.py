@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_snakemake
+from conftest import REPO, run_snakemake, write_dataset
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from cosmos_posttrain.checkpoint import PARTS, Checkpointer
@@ -34,13 +33,8 @@ SEED_COMMAND = [
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, make_clip) -> Path:
-    root = tmp_path_factory.mktemp("train_ds")
-    for i, offset in enumerate((0, 30)):
-        (root / "videos").mkdir(exist_ok=True)
-        (root / "captions").mkdir(exist_ok=True)
-        (root / "videos" / f"clip{i}.mp4").write_bytes(make_clip(20, offset=offset))
-        (root / "captions" / f"clip{i}.json").write_text(json.dumps({"caption": f"street {i}"}))
-    return root
+    clips = {f"clip{i}": (make_clip(20, offset=o), f"street {i}") for i, o in enumerate((0, 30))}
+    return write_dataset(tmp_path_factory.mktemp("train_ds"), clips)
 
 
 def tiny_args(dataset: Path, *extra: str) -> list[str]:

@@ -6,7 +6,10 @@ with guidance is two model calls (guided and unguided); a chunk is `--steps` (35
 variant runs `--measure` steps through the project's own sampler (`generate_latents`) after one
 warm-up step and the chunk time is extrapolated from the median step. The variants: the
 unguided and guided calls separately or batched into one call, the attention backend, and
-`torch.compile` of the transformer blocks. Results go to benchmarks/results/inference.jsonl.
+`torch.compile` of the transformer blocks; the backend `sage` is SageAttention (INT8 Q.K)
+through the project's attention processor. `--quality` first measures how far one velocity
+prediction of each kernel lands from an fp32 reference (mem-efficient SDPA in fp32). Results
+go to benchmarks/results/inference.jsonl.
 Run on a GPU machine: `python benchmarks/bench_inference_gpu.py`; `TINY=1` runs a toy copy on
 the CPU to check the script.
 """
@@ -25,6 +28,7 @@ import torch
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
 
+from cosmos_posttrain.context_parallel import set_self_attention
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
 from cosmos_posttrain.objective import predict_velocity
 
@@ -48,6 +52,7 @@ def main() -> None:
         "batched:_native_cudnn:compile",
     )
     p.add_argument("--out", default="benchmarks/results/inference.jsonl")
+    p.add_argument("--quality", action="store_true")
     args = p.parse_args()
     device = "cpu" if TINY else "cuda"
     dtype = torch.float32 if TINY else torch.bfloat16
@@ -77,12 +82,22 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    def use_kernel(kernel: str) -> None:
+        set_self_attention(base, kernel=kernel)
+        set_self_attention(ctrl, kernel=kernel)
+
+    if args.quality:
+        quality(args, base, ctrl, (x, timestep, text, cond_mask, padding, control), use_kernel)
+
     for variant in args.variants.split(","):
         mode, backend, *extra = variant.split(":")
         if "compile" in extra and not compiled:
             for block in list(base.transformer_blocks) + list(ctrl.control_blocks):
                 block.compile()
             compiled = True
+
+        use_kernel("sage" if backend == "sage" else "sdpa")
+        backend = "native" if backend == "sage" else backend
 
         def step(mode: str = mode, backend: str = backend) -> torch.Tensor:
             with torch.no_grad(), attention_backend(backend):
@@ -145,6 +160,40 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+@torch.no_grad()
+def quality(args, base, ctrl, inputs, use_kernel) -> None:
+    """Relative error of one velocity prediction per kernel against an fp32 reference."""
+    x, timestep, text, cond_mask, padding, control = inputs
+
+    def velocity(dtype: torch.dtype, backend: str) -> torch.Tensor:
+        cast = [t.to(dtype) for t in inputs]
+        base.to(dtype)
+        ctrl.to(dtype)
+        with attention_backend(backend):
+            v = predict_velocity(base, ctrl, cast[0], cast[1], cast[2], cast[3], cast[4], cast[5])
+        return v.float()
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    use_kernel("sdpa")
+    reference = velocity(torch.float32, "_native_efficient" if not TINY else "native")
+    results = {}
+    for kernel in ("sdpa", "sage") if not TINY else ("sdpa",):
+        use_kernel(kernel)
+        v = velocity(torch.bfloat16 if not TINY else torch.float32, "native")
+        results[kernel] = float((v - reference).norm() / reference.norm())
+    base.to(x.dtype)
+    ctrl.to(x.dtype)
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "gpu": "cpu" if TINY else torch.cuda.get_device_name(),
+        "quality": "relative error of one velocity vs fp32 mem-efficient SDPA",
+        **{f"rel_err_{k}": round(v, 5) for k, v in results.items()},
+    }
+    print(json.dumps(record), flush=True)
+    with Path(args.out).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

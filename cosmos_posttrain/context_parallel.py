@@ -1,4 +1,5 @@
-"""Ulysses context parallelism for the diffusers Cosmos models (ours: diffusers has no plan).
+"""Ulysses context parallelism for the diffusers Cosmos models (ours: diffusers has no plan),
+and the choice of self-attention kernel, which lives in the same processor.
 
 The video tokens of one clip are split along latent time over the ranks of a context-parallel
 group. Everything per token (patch embedding, adaLN, MLP, cross-attention to the full text,
@@ -35,12 +36,35 @@ def _heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     return gathered.permute(1, 2, 0, 3, 4).reshape(b, s // cp, cp * h, d)
 
 
-class UlyssesSelfAttention:
-    """The self-attention of a Cosmos block (as diffusers' CosmosAttnProcessor2_0 computes it),
-    with the two all-to-alls around the attention kernel."""
+ATTENTION_KERNELS = ("sdpa", "sage")
 
-    def __init__(self, group: dist.ProcessGroup) -> None:
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return dispatch_attention_fn(q, k, v, dropout_p=0.0, is_causal=False)
+
+
+def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SageAttention (INT8 Q.K with smoothed K, 16-bit P.V; forward only): about twice the
+    throughput of bf16 attention on Hopper, for inference."""
+    try:
+        from sageattention import sageattn
+    except ImportError as exc:
+        raise RuntimeError(
+            "attention kernel 'sage' needs the sageattention package (pip install "
+            "sageattention==1.0.6) and a CUDA GPU"
+        ) from exc
+    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
+
+
+class CosmosSelfAttention:
+    """The self-attention of a Cosmos block (as diffusers' CosmosAttnProcessor2_0 computes it)
+    with a chosen kernel and, under context parallelism, the two all-to-alls around it."""
+
+    def __init__(self, group: dist.ProcessGroup | None = None, kernel: str = "sdpa") -> None:
+        if kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention kernel {kernel!r}: use one of {ATTENTION_KERNELS}")
         self.group = group
+        self.kernel = _sage if kernel == "sage" else _sdpa
 
     def __call__(
         self,
@@ -51,7 +75,7 @@ class UlyssesSelfAttention:
         image_rotary_emb=None,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None:
-            raise ValueError("UlyssesSelfAttention serves self-attention only")
+            raise ValueError("CosmosSelfAttention serves self-attention only")
         from diffusers.models.embeddings import apply_rotary_emb
 
         def heads(x: torch.Tensor) -> torch.Tensor:  # (B, S, H*D) -> (B, H, S, D)
@@ -63,11 +87,15 @@ class UlyssesSelfAttention:
         if image_rotary_emb is not None:
             query = apply_rotary_emb(query, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
             key = apply_rotary_emb(key, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
-        q, k, v = (_seq_to_heads(t.transpose(1, 2), self.group) for t in (query, key, value))
-        out = dispatch_attention_fn(
-            q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
-        )
-        out = _heads_to_seq(out, self.group).flatten(2, 3).type_as(query)
+        if attention_mask is not None:
+            raise ValueError("Cosmos self-attention takes no mask")
+        q, k, v = (t.transpose(1, 2) for t in (query, key, value))  # (B, S, H, D)
+        if self.group is not None:
+            q, k, v = (_seq_to_heads(t, self.group) for t in (q, k, v))
+        out = self.kernel(q, k, v)
+        if self.group is not None:
+            out = _heads_to_seq(out, self.group)
+        out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -88,16 +116,31 @@ class ShardedRope(nn.Module):
         return cos[rank * rows : (rank + 1) * rows], sin[rank * rows : (rank + 1) * rows]
 
 
-def enable_context_parallel(model: nn.Module, group: dist.ProcessGroup) -> None:
-    """Switch a CosmosTransformer3DModel or CosmosControlNetModel to Ulysses CP over `group`."""
-    cp = dist.get_world_size(group)
-    blocks = getattr(model, "transformer_blocks", None) or model.control_blocks
-    for block in blocks:
+def blocks_of(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a CosmosTransformer3DModel or CosmosControlNetModel."""
+    blocks = getattr(model, "transformer_blocks", None)
+    return blocks if blocks is not None else model.control_blocks
+
+
+def set_self_attention(
+    model: nn.Module, group: dist.ProcessGroup | None = None, kernel: str = "sdpa"
+) -> None:
+    """Give every block of a Cosmos model our self-attention processor: `kernel`, and Ulysses
+    context parallelism over `group` when one is given."""
+    cp = dist.get_world_size(group) if group is not None else 1
+    for block in blocks_of(model):
         if block.attn1.heads % cp:
             raise ValueError(f"context_parallel_size={cp} must divide {block.attn1.heads} heads")
-        block.attn1.set_processor(UlyssesSelfAttention(group))
-    if not isinstance(model.rope, ShardedRope):
+        block.attn1.set_processor(CosmosSelfAttention(group, kernel))
+    if group is not None and not isinstance(model.rope, ShardedRope):
         model.rope = ShardedRope(model.rope, group)
+
+
+def enable_context_parallel(
+    model: nn.Module, group: dist.ProcessGroup, kernel: str = "sdpa"
+) -> None:
+    """Switch a CosmosTransformer3DModel or CosmosControlNetModel to Ulysses CP over `group`."""
+    set_self_attention(model, group, kernel)
 
 
 def shard_time(x: torch.Tensor, group: dist.ProcessGroup, dim: int = 2) -> torch.Tensor:

@@ -184,9 +184,11 @@ class SingleViewDataset(Dataset):
 class ResumableSampler(Sampler[SampleKey]):
     """Endless shuffled order over epochs, sharded over data-parallel ranks, resumable.
 
-    Its state is (epoch, position): after `load_state_dict` it yields exactly what the
-    uninterrupted run would have yielded next. Ranks of one context-parallel group share a
-    data-parallel rank and so see the same clips.
+    Its state is (epoch, position, dp_size): after `load_state_dict` it yields exactly what the
+    uninterrupted run would have yielded next, also with another number of data-parallel ranks
+    (positions are global: rank r takes r, r + dp, ...). Ranks of one context-parallel group
+    share a data-parallel rank and so see the same clips. Loader workers run ahead of training,
+    so the trainer saves `state_after(start, consumed)`, not the sampler's own position.
     """
 
     def __init__(
@@ -222,10 +224,17 @@ class ResumableSampler(Sampler[SampleKey]):
         return math.ceil(self.size / self.dp_size)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
+        return {"epoch": self.epoch, "position": self.position, "dp_size": self.dp_size}
+
+    def state_after(self, start: dict, consumed: int) -> dict:
+        """The state once `consumed` more keys than at `start` have been used by training."""
+        epoch, position = divmod(int(start["position"]) + consumed, len(self))
+        return {"epoch": int(start["epoch"]) + epoch, "position": position, "dp_size": self.dp_size}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        saved_dp = int(state.get("dp_size", self.dp_size))
+        consumed = int(state["position"]) * saved_dp  # global keys used in this epoch
+        self.epoch, self.position = int(state["epoch"]), consumed // self.dp_size
 
 
 def collate(samples: list[dict]) -> dict:

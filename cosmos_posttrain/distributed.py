@@ -62,6 +62,21 @@ def init_world(device_pref: str = "auto", cp: int = 1) -> World:
     return World(rank, size, local_rank, device, cp, cp_group)
 
 
+def fsdp_mesh(world: World):
+    """A one-dimensional mesh over every rank: FSDP shards the trained branch over all of
+    them, CP groups included."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(world.device.type, (world.size,))
+
+
+def full_value(value: torch.Tensor) -> float:
+    """A scalar that may be a DTensor (a norm over FSDP-sharded gradients) as a float."""
+    if hasattr(value, "full_tensor"):
+        value = value.full_tensor()
+    return float(value)
+
+
 def average_gradients(params: list[torch.nn.Parameter], world: World) -> None:
     """Sum over a context-parallel group (each rank holds part of one clip's gradient), mean
     over data-parallel groups: one all-reduce over all ranks divided by the DP size."""

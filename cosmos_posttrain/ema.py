@@ -17,12 +17,20 @@ def power_ema_gamma(rate: float) -> float:
     return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
 
 
+def clean_name(name: str) -> str:
+    """A parameter's name without the activation-checkpoint wrapper's prefix, as state dicts
+    name it."""
+    return name.replace("_checkpoint_wrapped_module.", "")
+
+
 class PowerEMA:
     """fp32 shadow copies of a module's parameters, updated after each optimizer step."""
 
     def __init__(self, module: nn.Module, rate: float = 0.10) -> None:
         self.gamma = power_ema_gamma(rate)
-        self.shadow = {n: p.detach().float().clone() for n, p in module.named_parameters()}
+        self.shadow = {
+            clean_name(n): p.detach().float().clone() for n, p in module.named_parameters()
+        }
 
     def beta(self, iteration: int) -> float:
         return (1 - 1 / (iteration + 1)) ** (self.gamma + 1)
@@ -32,7 +40,9 @@ class PowerEMA:
         beta = self.beta(iteration)
         for name, param in module.named_parameters():
             if param.requires_grad:
-                self.shadow[name].mul_(beta).add_(param.detach().float(), alpha=1 - beta)
+                self.shadow[clean_name(name)].mul_(beta).add_(
+                    param.detach().float(), alpha=1 - beta
+                )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
@@ -44,4 +54,4 @@ class PowerEMA:
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
         for name, param in module.named_parameters():
-            param.copy_(self.shadow[name].to(param.dtype))
+            param.copy_(self.shadow[clean_name(name)].to(param.dtype))

@@ -45,6 +45,10 @@ BASE: dict[str, Any] = {
             "text_dropout": 0.2,
             "shift": 5.0,
             "gradient_checkpointing": True,
+            # with gradient_checkpointing: full | save_attention (keep the attention outputs,
+            # recompute the rest: 29% faster at the seed shape, 12 GiB more; docs/BENCHMARKS.md)
+            "recompute": "save_attention",
+            "compile": False,  # torch.compile each block (GPU: another 16% off a step)
             "dtype": "bfloat16",  # training precision of the forward pass
         },
         "pretrained": {
@@ -101,7 +105,9 @@ BASE: dict[str, Any] = {
         "dcp_async_mode_enabled": False,
     },
     "ema": {"enabled": True, "rate": 0.10},
-    "model_parallel": {"context_parallel_size": 1},
+    # fsdp: shard the control branch, its gradients and optimizer state over all ranks (FSDP2);
+    # off: replicate it and all-reduce the gradients
+    "model_parallel": {"context_parallel_size": 1, "fsdp": True},
 }
 
 # The tiny preset: small enough to train on 2 CPU cores in minutes (the demo and the tests).

@@ -208,9 +208,6 @@ def build_models(config: DictConfig, device: torch.device) -> Models:
     models.controlnet.to(device)
     models.tokenizer.to(device)
     models.text_encoder.to(device)
-    if config.model.config.gradient_checkpointing:
-        models.controlnet.enable_gradient_checkpointing()
-        models.transformer.enable_gradient_checkpointing()
     return models
 
 

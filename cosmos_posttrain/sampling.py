@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from .context_parallel import shard_time
 from .objective import predict_velocity
 
 
@@ -34,10 +36,13 @@ def generate_latents(
     control_scale: float = 1.0,
     scheduler=None,
     progress=None,
+    cp_group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
     """Denoise from pure noise. With a diffusers `scheduler` (UniPC for the released model, as
     its pipeline does) its sigmas and steps are used; without one, Euler steps on the shifted
-    schedule. `progress` (a tqdm bar) advances once per step."""
+    schedule. `progress` (a tqdm bar) advances once per step. With a context-parallel group
+    (models switched to Ulysses CP), each rank denoises its slice of latent frames, since every
+    update is per element, and the whole clip is gathered at the end."""
     device = text.device
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=generator).to(device)
@@ -46,6 +51,12 @@ def generate_latents(
     indicator[:, :, :num_conditional] = 1
     cond_mask = indicator.expand(b, 1, t, h, w)
     cond = cond_latents if cond_latents is not None else torch.zeros(shape, device=device)
+    if cp_group is not None:
+        x, indicator, cond_mask, cond = (
+            shard_time(v, cp_group) for v in (x, indicator, cond_mask, cond)
+        )
+        if control_latents is not None:
+            control_latents = shard_time(control_latents, cp_group)
     exact = (x - cond) * cond_mask  # the true velocity on conditional frames, as the pipeline
     if scheduler is not None:
         scheduler.set_timesteps(steps, device=device)
@@ -91,7 +102,12 @@ def generate_latents(
             x = x + (sigmas[i + 1] - sigma) * v
         if progress is not None:
             progress.update(1)
-    return cond_mask * cond + (1 - cond_mask) * x
+    x = cond_mask * cond + (1 - cond_mask) * x
+    if cp_group is not None:
+        pieces = [torch.empty_like(x) for _ in range(dist.get_world_size(cp_group))]
+        dist.all_gather(pieces, x.contiguous(), group=cp_group)
+        x = torch.cat(pieces, dim=2)
+    return x
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.utils.data import DataLoader
 
 from .checkpoint import CONTROLNET_CONFIG, Checkpointer
-from .context_parallel import enable_context_parallel, shard_time
+from .context_parallel import shard_time
 from .controls import edge_preset
 from .data import ResumableSampler, SingleViewDataset, collate
 from .distributed import (
@@ -27,6 +27,8 @@ from .distributed import (
     all_ranks_ok,
     average_gradients,
     cp_sum,
+    fsdp_mesh,
+    full_value,
     init_world,
     shutdown,
 )
@@ -44,6 +46,7 @@ from .objective import (
     sample_sigma,
 )
 from .optim import build_optimizer, build_scheduler
+from .parallelize import fsdp_loss_scale, parallelize
 from .sampling import generate_latents, side_by_side, to_uint8_frames
 from .validate import validate_dataset
 from .video_io import write_video
@@ -84,10 +87,21 @@ def _train(config: DictConfig, world: World) -> Path:
     checkpointer = Checkpointer(run / "checkpoints", config.checkpoint.dcp_async_mode_enabled)
 
     models = build_models(config, world.device)
-    trained = freeze(models)
-    if world.cp > 1:
-        enable_context_parallel(models.transformer, world.cp_group)
-        enable_context_parallel(models.controlnet, world.cp_group)
+    models.controlnet.float()  # fp32 master weights; the forward runs in bf16 on GPUs
+    freeze(models)
+    sharded = world.size > 1 and bool(config.model_parallel.fsdp)
+    cfg = config.model.config
+    for model in (models.transformer, models.controlnet):
+        parallelize(
+            model,
+            cp_group=world.cp_group,
+            recompute=str(cfg.recompute) if cfg.gradient_checkpointing else "none",
+            compile=bool(cfg.compile),
+            fsdp_mesh=fsdp_mesh(world) if sharded and model is models.controlnet else None,
+        )
+    loss_scale = fsdp_loss_scale(world.cp) if sharded else 1.0
+    # FSDP replaced the parameters with sharded ones: collect the trained ones again
+    trained = [p for p in models.controlnet.parameters() if p.requires_grad]
     ema = PowerEMA(models.controlnet, config.ema.rate) if config.ema.enabled else None
     optimizer = build_optimizer(trained, config)
     scheduler = build_scheduler(optimizer, config)
@@ -138,16 +152,16 @@ def _train(config: DictConfig, world: World) -> Path:
         run.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, run / "config.yaml")
 
-    sampling = world.is_main and bool(config.trainer.sample_every)
-    if sampling and world.cp > 1:
-        log.warning("samples are not taken yet with context_parallel_size > 1")
-        sampling = False
+    # every rank takes part (FSDP gathers, CP shards); rank 0 writes the videos
+    sampling = bool(config.trainer.sample_every)
+    sampler_start, consumed = sampler.state_dict(), 0
     batches = iter(loader)
     accum = int(config.trainer.grad_accum_iter)
     for iteration in range(start, config.trainer.max_iter):
         loss_sum = 0.0
         for micro in range(accum):
             batch = next(batches)
+            consumed += 1
             # keyed by the global micro-batch index: DP=2 draws what one process with
             # grad_accum_iter=2 draws
             generator = step_generator(
@@ -156,10 +170,13 @@ def _train(config: DictConfig, world: World) -> Path:
             loss = training_loss(
                 models, batch, config, generator, world.device, cp_group=world.cp_group
             )
-            (loss / accum).backward()
+            (loss * loss_scale / accum).backward()
             loss_sum += cp_sum(loss.item(), world) / accum
-        average_gradients(trained, world)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, config.trainer.clip_grad_norm))
+        if not sharded:  # FSDP reduced the gradients already
+            average_gradients(trained, world)
+        grad_norm = full_value(
+            torch.nn.utils.clip_grad_norm_(trained, config.trainer.clip_grad_norm)
+        )
         healthy = (
             math.isfinite(loss_sum)
             and math.isfinite(grad_norm)
@@ -180,15 +197,20 @@ def _train(config: DictConfig, world: World) -> Path:
         done = iteration + 1
         metrics.step(done, loss_sum, scheduler.get_last_lr()[0], grad_norm)
         if sampling and done % config.trainer.sample_every == 0:
-            save_samples(
-                models, ema, dataset, sample_clip, config, run / "samples", done, world.device
-            )
+            save_samples(models, ema, dataset, sample_clip, config, run / "samples", done, world)
         if done % config.checkpoint.save_iter == 0 or done == config.trainer.max_iter:
             if world.is_main:
                 log.info("[Iteration %d/%d] Saving checkpoint...", done, config.trainer.max_iter)
             checkpointer.save(
                 done,
-                checkpoint_states(models, optimizer, scheduler, ema, sampler, done),
+                checkpoint_states(
+                    models,
+                    optimizer,
+                    scheduler,
+                    ema,
+                    sampler.state_after(sampler_start, consumed),
+                    done,
+                ),
                 {CONTROLNET_CONFIG: models.controlnet.to_json_string()},
             )
     checkpointer.wait()
@@ -246,7 +268,9 @@ def training_loss(
     return flow_loss(pred, noisy, total)
 
 
-def checkpoint_states(models, optimizer, scheduler, ema, sampler, iteration: int) -> dict:
+def checkpoint_states(
+    models, optimizer, scheduler, ema, sampler_state: dict, iteration: int
+) -> dict:
     model = {f"net.controlnet.{k}": v for k, v in models.controlnet.state_dict().items()}
     if ema is not None:
         model.update({f"net_ema.controlnet.{k}": v for k, v in ema.state_dict().items()})
@@ -254,14 +278,14 @@ def checkpoint_states(models, optimizer, scheduler, ema, sampler, iteration: int
         "model": model,
         "optim": get_optimizer_state_dict(models.controlnet, optimizer),
         "scheduler": scheduler.state_dict(),
-        "trainer": {"iteration": iteration, "sampler": sampler.state_dict()},
+        "trainer": {"iteration": iteration, "sampler": sampler_state},
     }
 
 
 def resume(
     checkpointer: Checkpointer, folder: Path, models: Models, optimizer, scheduler, ema, sampler
 ) -> int:
-    states = checkpoint_states(models, optimizer, scheduler, ema, sampler, 0)
+    states = checkpoint_states(models, optimizer, scheduler, ema, sampler.state_dict(), 0)
     checkpointer.load(folder, states)
     controlnet_state = {
         k.removeprefix("net.controlnet."): v
@@ -292,10 +316,12 @@ def save_samples(
     config: DictConfig,
     folder: Path,
     iteration: int,
-    device: torch.device,
+    world: World,
 ) -> None:
     """Input | control | generated, from the current and the EMA weights, on a fixed clip
-    (held out of training when the dataset has more than one)."""
+    (held out of training when the dataset has more than one). Every rank runs it (the
+    models may be sharded); rank 0 writes."""
+    device = world.device
     holdout = SingleViewDataset(
         dataset.root, dataset.num_frames, dataset.control, dataset.resolution, is_train=False
     )
@@ -330,7 +356,10 @@ def save_samples(
             cfg.sample_guidance,
             config.model.config.shift,
             seed=int(cfg.seed),
+            cp_group=world.cp_group,
         )
+        if not world.is_main:
+            continue
         generated = models.tokenizer.decode(latents)[0]
         frames = side_by_side(
             to_uint8_frames(video[0]),

@@ -120,13 +120,18 @@ def train_base_input(wildcards):
 
 
 def train_launcher(wildcards):
-    """How training and inference start. standalone: torchrun on this machine. srun:
+    """How training and inference start. standalone: torchrun on this machine, on GPUs
+    no other job holds (cosmos_posttrain.gpus). srun:
     cosmos_posttrain.slurm runs `srun ... torchrun --nnodes=N --rdzv_backend=c10d ...`,
     one torchrun per node of the SLURM job, meeting on the job's first node."""
     t = config["train"]
     nproc = t["nproc_per_node"]
     if t["launcher"] == "standalone":
-        return f"torchrun --standalone --nproc_per_node={nproc}"
+        torchrun = f"torchrun --standalone --nproc_per_node={nproc}"
+        gpus = launch_resources()["gpu"]
+        if not gpus:
+            return torchrun
+        return f"python -m cosmos_posttrain.gpus {gpus} -- {torchrun}"
     return (
         f"python -m cosmos_posttrain.slurm --nnodes={t['nnodes']} --nproc_per_node={nproc}"
         f" --rdzv_port={t['rdzv_port']} --"

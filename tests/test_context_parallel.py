@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, free_port, write_dataset
 
 
@@ -111,23 +112,29 @@ def test_training_with_cp2_matches_one_process(tmp_path, make_clip):
     _assert_close(one, cp2)
 
 
-def test_dp2_matches_one_process_with_accumulation_2(tmp_path, make_clip):
-    data = _dataset(tmp_path, make_clip)
-    accum = _train(tmp_path, "accum2", data, 1, "trainer.grad_accum_iter=2")
-    dp2 = _train(tmp_path, "dp2", data, 2, "trainer.grad_accum_iter=1")
-    _assert_close(accum, dp2)
+@pytest.fixture(scope="module")
+def dp2(tmp_path_factory, make_clip) -> tuple[Path, Path, dict]:
+    """The reference: data parallelism over 2 processes on one node (torchrun --standalone)."""
+    root = tmp_path_factory.mktemp("dp2")
+    data = _dataset(root, make_clip)
+    return root, data, _train(root, "dp2", data, 2, "trainer.grad_accum_iter=1")
 
 
-def test_two_nodes_match_one_node(tmp_path, make_clip):
+def test_dp2_matches_one_process_with_accumulation_2(dp2):
+    root, data, model = dp2
+    accum = _train(root, "accum2", data, 1, "trainer.grad_accum_iter=2")
+    _assert_close(accum, model)
+
+
+def test_two_nodes_match_one_node(dp2):
     """2 nodes x 1 process (a c10d rendezvous, as across machines) equal 1 node x 2 processes."""
     import torch
 
-    data = _dataset(tmp_path, make_clip)
-    one_node = _train(tmp_path, "one_node", data, 2)
-    two_nodes = _train(tmp_path, "two_nodes", data, 1, nodes=2)
+    root, data, one_node = dp2
+    two_nodes = _train(root, "two_nodes", data, 1, "trainer.grad_accum_iter=1", nodes=2)
     ranks = re.findall(
         r"rank (\d) of (\d), local rank (\d) on node \S+ \(node rank (\d)\)",
-        (tmp_path / "two_nodes.log").read_text(),
+        (root / "two_nodes.log").read_text(),
     )
     assert sorted(ranks) == [("0", "2", "0", "0"), ("1", "2", "0", "1")], ranks
     assert one_node.keys() == two_nodes.keys()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,15 @@ def init_world(device_pref: str = "auto", cp: int = 1) -> World:
         torch.cuda.set_device(device)
     if size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    log.info(
+        "rank %d of %d, local rank %d on node %s (node rank %s), device %s",
+        rank,
+        size,
+        local_rank,
+        os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        os.environ.get("GROUP_RANK", "0"),  # torchrun's node rank
+        device,
+    )
     cp_group = None
     if cp > 1:
         if size % cp:

@@ -6,11 +6,16 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from cosmos_posttrain.config_schema import check_config
+from cosmos_posttrain.config_schema import ConfigError, check_config
 from cosmos_posttrain.demo_data import DEMO_CLIPS
 
 check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 validate(config, schema="../config/config.schema.yaml")
+if config["train"]["nnodes"] > 1 and config["train"]["launcher"] != "srun":
+    raise ConfigError(
+        f"train.nnodes={config['train']['nnodes']} needs train.launcher: srun "
+        "(several nodes are joined inside one SLURM job; see the README)"
+    )
 
 RESULTS = config["results_dir"]
 STORAGE = config["videoufo"]["storage_dir"]
@@ -115,8 +120,40 @@ def train_base_input(wildcards):
 
 
 def train_launcher(wildcards):
-    nproc = config["train"]["nproc_per_node"]
-    return f"torchrun --standalone --nproc_per_node={nproc}"
+    """How training and inference start. standalone: torchrun on this machine, on GPUs
+    no other job holds (cosmos_posttrain.gpus). srun:
+    cosmos_posttrain.slurm runs `srun ... torchrun --nnodes=N --rdzv_backend=c10d ...`,
+    one torchrun per node of the SLURM job, meeting on the job's first node."""
+    t = config["train"]
+    nproc = t["nproc_per_node"]
+    if t["launcher"] == "standalone":
+        torchrun = f"torchrun --standalone --nproc_per_node={nproc}"
+        gpus = launch_resources()["gpu"]
+        if not gpus:
+            return torchrun
+        return f"python -m cosmos_posttrain.gpus {gpus} -- {torchrun}"
+    return (
+        f"python -m cosmos_posttrain.slurm --nnodes={t['nnodes']} --nproc_per_node={nproc}"
+        f" --rdzv_port={t['rdzv_port']} --"
+    )
+
+
+def launch_resources():
+    """What a training or inference job asks of the scheduler. standalone: `gpu` GPUs,
+    counted against `--resources gpu=N`, which the SLURM plugin turns into --gpus. srun:
+    nnodes nodes, one task each, and nproc_per_node GPUs on every node as gres (the
+    plugin's --gpus is a total that SLURM may spread unevenly over the nodes)."""
+    t = config["train"]
+    gpus = 0 if t["device"] == "cpu" else t["nproc_per_node"]
+    if t["launcher"] == "standalone":
+        return {"gpu": gpus, "nodes": 1, "tasks": 1, "tasks_per_gpu": 0}
+    return {
+        "gpu": 0,
+        "gres": f"gpu:{gpus}" if gpus else None,
+        "nodes": t["nnodes"],
+        "tasks": t["nnodes"],
+        "tasks_per_gpu": 0,
+    }
 
 
 def train_overrides(wildcards):
@@ -146,7 +183,7 @@ def train_overrides(wildcards):
 def model_override_items():
     """Which model to build: shared by training and inference."""
     t = config["train"]
-    items = [f"preset={t['preset']}"]
+    items = [f"preset={t['preset']}", f"trainer.device={t['device']}"]
     if t["load_path"]:
         items.append(f"checkpoint.load_path={os.path.abspath(t['load_path'])}")
     return items

@@ -51,7 +51,7 @@ rule inference:
     conda:
         "../envs/train.yaml"
     resources:
-        gpu=config["train"]["nproc_per_node"],
+        **launch_resources(),
     params:
         launcher=train_launcher,
         out_dir=lambda wc: f"{RESULTS}/inference/{wc.control}",

@@ -32,7 +32,7 @@ rule train:
     conda:
         "../envs/train.yaml"
     resources:
-        gpu=config["train"]["nproc_per_node"],
+        **launch_resources(),
     params:
         launcher=train_launcher,
         overrides=train_overrides,

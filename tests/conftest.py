@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -25,6 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 # Clip lengths used by the VideoUFO fixture: long clips pass MIN_FRAMES, short ones do not.
 MIN_FRAMES = 30
 LONG, SHORT = 40, 15
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

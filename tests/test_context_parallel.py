@@ -1,14 +1,17 @@
-"""Ulysses context parallelism on CPU: 2 gloo processes under torchrun equal one process."""
+"""Distributed training on CPU (gloo): Ulysses context parallelism and data parallelism over 2
+processes, on one node or on two, equal one process."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, write_dataset
+import pytest
+from conftest import REPO, free_port, write_dataset
 
 
 def test_cp2_forward_and_gradients_equal_one_process():
@@ -41,25 +44,28 @@ def _dataset(root: Path, make_clip) -> Path:
     return write_dataset(root / "ds", clips)
 
 
-def _train(root: Path, name: str, data: Path, nproc: int, *extra: str, iterations: int = 2) -> dict:
+def _train(
+    root: Path, name: str, data: Path, nproc: int, *extra: str, nodes: int = 1, iterations: int = 2
+) -> dict:
     """`iterations` of the tiny preset (resuming what `root/name` holds); the final model part
-    of the checkpoint, net.* and net_ema.*."""
+    of the checkpoint, net.* and net_ema.*. With nodes > 1,
+    that many torchrun agents of nproc processes each meet at a c10d rendezvous on 127.0.0.1,
+    as the nodes of a cluster do; their output goes to <root>/<name>.log."""
     import torch
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    launcher = (
-        [sys.executable]
-        if nproc == 1
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    if nodes > 1:
+        torchrun += [
+            f"--nnodes={nodes}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{free_port()}",
+            f"--rdzv_id={name}",
         ]
-    )
+    elif nproc > 1:
+        torchrun.append("--standalone")
     cmd = [
-        *launcher,
+        *(torchrun if nproc * nodes > 1 else [sys.executable]),
         "-m",
         "cosmos_posttrain.train",
         "--",
@@ -74,8 +80,16 @@ def _train(root: Path, name: str, data: Path, nproc: int, *extra: str, iteration
         *extra,
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    agents = [
+        subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(nodes)
+    ]
+    outputs = [agent.communicate(timeout=600)[0] for agent in agents]
+    (root / f"{name}.log").write_text("\n".join(outputs))
+    for agent, output in zip(agents, outputs, strict=True):
+        assert agent.returncode == 0, output
     ckpt = (
         root
         / name
@@ -102,11 +116,52 @@ def test_training_with_cp2_matches_one_process(tmp_path, make_clip):
     _assert_close(one, cp2)
 
 
-def test_dp2_matches_one_process_with_accumulation_2(tmp_path, make_clip):
-    data = _dataset(tmp_path, make_clip)
-    accum = _train(tmp_path, "accum2", data, 1, "trainer.grad_accum_iter=2")
-    dp2 = _train(tmp_path, "dp2", data, 2, "trainer.grad_accum_iter=1")
-    _assert_close(accum, dp2)
+@pytest.fixture(scope="module")
+def dp2(tmp_path_factory, make_clip) -> tuple[Path, Path, dict]:
+    """The reference: data parallelism over 2 processes on one node (torchrun --standalone)."""
+    root = tmp_path_factory.mktemp("dp2")
+    data = _dataset(root, make_clip)
+    return root, data, _train(root, "dp2", data, 2, "trainer.grad_accum_iter=1")
+
+
+def test_dp2_matches_one_process_with_accumulation_2(dp2):
+    root, data, model = dp2
+    accum = _train(root, "accum2", data, 1, "trainer.grad_accum_iter=2")
+    _assert_close(accum, model)
+
+
+def test_two_nodes_match_one_node(dp2):
+    """2 nodes x 1 process (a c10d rendezvous, as across machines) equal 1 node x 2 processes."""
+    import torch
+
+    root, data, one_node = dp2
+    two_nodes = _train(root, "two_nodes", data, 1, "trainer.grad_accum_iter=1", nodes=2)
+    ranks = re.findall(
+        r"rank (\d) of (\d), local rank (\d) on node \S+ \(node rank (\d)\)",
+        (root / "two_nodes.log").read_text(),
+    )
+    assert sorted(ranks) == [("0", "2", "0", "0"), ("1", "2", "0", "1")], ranks
+    assert one_node.keys() == two_nodes.keys()
+    for key, value in one_node.items():
+        assert torch.equal(value, two_nodes[key]), key
+
+
+def test_local_rank_not_rank_picks_the_gpu(monkeypatch):
+    """On node 2 of 2 with 4 GPUs each, global rank 5 is local rank 1: cuda:1, not cuda:5."""
+    import torch
+
+    from cosmos_posttrain.distributed import init_world
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr("torch.distributed.is_initialized", lambda: True)  # no process group
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    world = init_world("auto")
+    assert world.device == torch.device("cuda", 1) and chosen == [world.device]
+    assert (world.rank, world.size, world.local_rank) == (5, 8, 1)
 
 
 def test_sharded_checkpoint_resumes_bit_for_bit_and_on_one_rank(tmp_path, make_clip):

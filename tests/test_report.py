@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from conftest import run_snakemake, write_dataset
 
 from cosmos_posttrain.report_pages import Video, eval_page, gallery_page, manifest_page
@@ -34,6 +35,9 @@ CHROMIUM_FLAGS = [
     "--mute-audio",
 ]
 
+RUN_SUBDIR = (
+    "cosmos_transfer2_posttrain/local_single_view/transfer2_singleview_posttrain_edge_example"
+)
 EXPECTED = {
     # name in the report -> (category, mime type)
     "manifest.html": ("1. Dataset", "text/html"),
@@ -228,6 +232,20 @@ def test_report_inputs_match_what_ran(small_run):
     assert "<td class=text>c0</td>" in text and "<td class=text>c1</td>" in text
     for log in ("dataset", "train_edge", "inference_edge", "demo_eval"):
         assert (small_run / f"results/logs/report/{log}.log").is_file(), log
+
+
+def test_report_figures_shows_only_what_ran(small_run, tmp_path):
+    """`report_figures` reports every stage that ran, and starts none that did not."""
+    config = yaml.safe_load((small_run / "test_config.yaml").read_text())
+    result = run_snakemake(small_run, config, ["--report", "again.html", "report_figures"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = {e["name"] for e in report_results((small_run / "again.html").read_text()).values()}
+    assert names == set(EXPECTED)
+    fresh = run_snakemake(tmp_path / "fresh", config, ["-n", "report_figures"])
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    jobs = set(re.findall(r"^(\w+) +\d+$", fresh.stdout + fresh.stderr, re.M)) - {"total"}
+    assert {"validate_dataset", "dataset_report", "preview_controls"} <= jobs
+    assert not jobs & {"demo_base", "train", "training_report", "inference", "demo_eval"}, jobs
 
 
 RUN_SUBDIR = (

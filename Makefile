@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# The chain, then its report (Snakemake's own, one self-contained HTML file).
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake demo --cores $(CORES) --configfile config/demo.yaml
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake demo --report results/demo/report.html --cores $(CORES) --configfile config/demo.yaml
+	@echo "report: $(abspath results/demo/report.html)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cosmos_posttrain workflow tests benchmarks

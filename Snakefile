@@ -12,11 +12,15 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/controls.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -32,6 +36,7 @@ rule demo:
         converted=f"{RESULTS}/convert/edge.txt",
         inference=f"{RESULTS}/inference/edge/done.txt",
         previews=f"{RESULTS}/previews/contact_sheet.png",
+        report=report_files(trained=["edge"], inferred=["edge"], evaluated=True),
     output:
         f"{RESULTS}/demo_done.txt",
     log:

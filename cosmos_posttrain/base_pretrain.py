@@ -23,6 +23,7 @@ from .experiments import build_config
 from .fsutil import atomic_output
 from .models import build_models
 from .optim import lr_factor
+from .progress import terminal_bar
 from .trainer import step_generator, training_loss
 
 log = logging.getLogger("cosmos_posttrain.base_pretrain")
@@ -68,6 +69,7 @@ def pretrain_base(
     )
     losses: list[float] = []
     start = time.perf_counter()
+    bar = terminal_bar(total=iterations, desc="base pre-training")
     for iteration in range(iterations):
         batch = next(batches)
         loss = training_loss(
@@ -79,6 +81,8 @@ def pretrain_base(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
         if (iteration + 1) % log_every == 0 or iteration + 1 == iterations:
             recent = losses[-log_every:]
             log.info(
@@ -89,6 +93,8 @@ def pretrain_base(
                 schedule.get_last_lr()[0],
                 (time.perf_counter() - start) / (iteration + 1),
             )
+    if bar is not None:
+        bar.close()
     state = {f"transformer.{k}": v.detach().clone() for k, v in transformer.state_dict().items()}
     with atomic_output(out_path) as tmp:
         torch.save(state, tmp)

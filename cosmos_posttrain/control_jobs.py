@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import CosmosPosttrainError, VideoError
 from .fsutil import write_text_atomic
+from .progress import progress
 from .video_io import probe_video
 
 log = logging.getLogger("cosmos_posttrain.controls")
@@ -40,7 +41,7 @@ def run_group(
     dataset = Path(dataset_dir)
     work = None
     done, failed = [], []
-    for cid in clips:
+    for cid in progress(clips, desc=f"{kind} videos", unit="clip"):
         source, target = dataset / "videos" / f"{cid}.mp4", dataset / kind / f"{cid}.mp4"
         if is_done(source, target):
             log.info("%s: %s video already complete, skipped", cid, kind)
@@ -115,7 +116,7 @@ def vis_variants(source: Path, folder: Path, count: int, seed: int) -> list[Path
 def vis_group(sm) -> list[str]:
     dataset = Path(sm.params.dataset_dir)
     done = []
-    for cid in sm.params.clips:
+    for cid in progress(sm.params.clips, desc="vis draws", unit="clip"):
         vis_variants(
             dataset / "videos" / f"{cid}.mp4",
             dataset / "vis" / cid,

@@ -29,6 +29,7 @@ from .checkpoint import CONTROLNET_CONFIG, Checkpointer, is_complete
 from .cli import run_cli
 from .errors import CosmosPosttrainError
 from .fsutil import atomic_output
+from .progress import progress
 
 log = logging.getLogger("cosmos_posttrain.convert")
 
@@ -60,23 +61,31 @@ def convert(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) 
     if not (model_dir / ".metadata").is_file():
         raise CosmosPosttrainError(f"{model_dir}: not a DCP checkpoint folder (no .metadata)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"model": out_dir / "model.pt"}
-    with atomic_output(written["model"]) as tmp:
+    config_file = model_dir.parent / CONTROLNET_CONFIG
+    bar = progress(total=4 if config_file.is_file() else 3, desc="converting", unit="file")
+
+    def done(name: str, path: Path) -> None:
+        written[name] = path
+        log.info("wrote %s: %s", name, path)
+        bar.update(1)
+
+    written: dict[str, Path] = {}
+    with atomic_output(out_dir / "model.pt") as tmp:
         dcp_to_torch_save(model_dir, tmp)
+    done("model", out_dir / "model.pt")
     full = torch.load(written["model"], map_location="cpu", weights_only=True, mmap=True)
     ema = ema_state(full, model_dir)
-    written["ema_fp32"] = out_dir / "model_ema_fp32.pt"
-    _save({k: v.float() for k, v in ema.items()}, written["ema_fp32"])
-    written["ema_bf16"] = out_dir / "model_ema_bf16.pt"
+    _save({k: v.float() for k, v in ema.items()}, out_dir / "model_ema_fp32.pt")
+    done("ema_fp32", out_dir / "model_ema_fp32.pt")
     bf16 = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in ema.items()}
-    _save(bf16, written["ema_bf16"])
-    config_file = model_dir.parent / CONTROLNET_CONFIG
+    _save(bf16, out_dir / "model_ema_bf16.pt")
+    done("ema_bf16", out_dir / "model_ema_bf16.pt")
     if config_file.is_file():
-        written["diffusers"] = write_diffusers_folder(ema, config_file, out_dir / DIFFUSERS_FOLDER)
+        target = write_diffusers_folder(ema, config_file, out_dir / DIFFUSERS_FOLDER)
+        done("diffusers", target)
     else:
         log.warning("%s missing: no diffusers folder written", config_file)
-    for name, path in written.items():
-        log.info("wrote %s: %s", name, path)
+    bar.close()
     return written
 
 

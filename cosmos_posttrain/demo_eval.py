@@ -23,6 +23,7 @@ from .data import SingleViewDataset
 from .experiments import build_config
 from .fsutil import write_json_atomic
 from .models import build_models
+from .progress import progress
 from .sampling import generate_latents, side_by_side, to_uint8_frames
 from .video_io import write_video
 
@@ -115,7 +116,7 @@ def evaluate(
         return to_uint8_frames(models.tokenizer.decode(latents)[0])
 
     base_scores, control_scores = [], []
-    for clip in clips:
+    for clip in progress(clips, desc="evaluating clips", unit="clip"):
         base_video = generate(clip, None)
         controlled = generate(clip, clip["edges"])
         base_scores.append(edge_f1(base_video, clip["edges"], preset))

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .cli import run_cli
 from .errors import CosmosPosttrainError
+from .progress import progress
 from .video_io import iter_frames, probe_video, write_video
 
 log = logging.getLogger("cosmos_posttrain.depth")
@@ -79,7 +79,7 @@ class DepthEstimator:
         """(T, H, W) float32 relative depth (larger = nearer) at the frames' own size."""
         out: list[np.ndarray] = []
         batch: list[np.ndarray] = []
-        bar = tqdm(total=total, desc=desc, unit="frame", mininterval=2)
+        bar = progress(total=total, desc=desc, unit="frame")
 
         def flush() -> None:
             inputs = self.processor(images=batch, return_tensors="pt").to(self.device)

@@ -1,9 +1,10 @@
 """Downloads from the Hugging Face hub with retries and errors that say what to do.
 
-`huggingface_hub` does the transfer (HF_ENDPOINT, HF_TOKEN, progress bars, resumption within
-one call); this module adds what a workflow step needs around it: a file appears at its final
-path only when complete, transient failures are retried, and a hub that cannot be reached is
-reported with the URL and the endpoint in use instead of a cache-miss message.
+`huggingface_hub` does the transfer (HF_ENDPOINT, HF_TOKEN, resumption within one call; its byte
+bar in a terminal, plain log lines with bytes and rate otherwise); this module adds what a
+workflow step needs around it: a file appears at its final path only when complete, transient
+failures are retried, and a hub that cannot be reached is reported with the URL and the
+endpoint in use instead of a cache-miss message.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from huggingface_hub.errors import (
 )
 
 from .errors import HubError
+from .progress import download_bar_class
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ def download_file(
                 revision=revision,
                 local_dir=staging,
                 endpoint=endpoint,
+                tqdm_class=download_bar_class(),
             )
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest)

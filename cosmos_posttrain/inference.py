@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from .checkpoint import is_complete, load_controlnet_weights
 from .cli import run_cli, split_overrides
@@ -29,6 +28,7 @@ from .experiments import build_config, control_kind
 from .fsutil import write_json_atomic
 from .inference_spec import InferenceSpec, SpecError, load_specs
 from .models import Models, build_models, load_state_file, sync_shared_modules
+from .progress import progress
 from .sampling import generate_latents, side_by_side, to_uint8_frames
 from .video_io import probe_video, read_frames, write_video
 
@@ -142,7 +142,7 @@ def generate_entry(
     starts = list(range(0, max(1, len(video) - overlap), stride)) if stride > 0 else [0]
     padding_mask = mask[None].to(device)
     output: list[np.ndarray] = []
-    bar = tqdm(total=len(starts) * spec.num_steps, desc=spec.name, unit="step", mininterval=1)
+    bar = progress(total=len(starts) * spec.num_steps, desc=spec.name, unit="step")
     for index, start in enumerate(starts):
         ctrl = _to_model(_pad_frames(control[start:], chunk), device)
         control_latents = models.tokenizer.encode(ctrl)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress import terminal_bar
 
 log = logging.getLogger("cosmos_posttrain.train")
 
@@ -55,8 +54,7 @@ class Metrics:
                 resume="allow",
                 id=config["job"]["name"],
             )
-        if sys.stderr.isatty():
-            self.bar = tqdm(total=max_iter, initial=start, desc="training", unit="it")
+        self.bar = terminal_bar(total=max_iter, initial=start, desc="training")
 
     def step(self, iteration: int, loss: float, lr: float, grad_norm: float) -> None:
         """Record iteration `iteration` (1-based count of finished iterations)."""

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .cli import run_cli
 from .depth import load_pretrained
 from .errors import CosmosPosttrainError
+from .progress import progress
 from .video_io import probe_video, read_frames, write_video
 
 log = logging.getLogger("cosmos_posttrain.seg")
@@ -214,12 +214,11 @@ class Segmenter:
         self.sam(inference_session=session, frame_idx=0)
         out = np.zeros((len(ids), *frames.shape[:3]), dtype=bool)
         row = {obj_id: i for i, obj_id in enumerate(ids)}
-        for output in tqdm(
+        for output in progress(
             self.sam.propagate_in_video_iterator(session),
             total=len(frames),
-            desc="propagating",
+            desc="propagating masks",
             unit="frame",
-            mininterval=2,
         ):
             masks = self.sam_processor.post_process_masks(
                 [output.pred_masks], original_sizes=[[height, width]], binarize=True

@@ -16,12 +16,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .captions import CAPTION_SUFFIXES, CaptionError, caption_folder, read_caption
 from .cli import run_cli
 from .errors import DatasetError, VideoError
 from .fsutil import write_text_atomic
+from .progress import progress
 from .video_io import VideoInfo, probe_video
 
 CONTROL_FOLDERS = ("depth", "seg")
@@ -53,18 +52,15 @@ def _probe_all(paths: list[Path], workers: int) -> dict[Path, VideoInfo | str]:
     if workers > 1 and len(paths) > 32:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(
-                tqdm(
+                progress(
                     pool.map(_probe, paths, chunksize=8),
                     total=len(paths),
                     desc="checking videos",
                     unit="clip",
-                    mininterval=2,
                 )
             )
     else:
-        results = [
-            _probe(p) for p in tqdm(paths, desc="checking videos", unit="clip", mininterval=2)
-        ]
+        results = [_probe(p) for p in progress(paths, desc="checking videos", unit="clip")]
     return dict(zip(paths, results, strict=True))
 
 

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .errors import CosmosPosttrainError, VideoError
 from .fsutil import write_bytes_atomic, write_json_atomic
+from .progress import progress
 from .video_io import probe_video
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def extract_shard(
                 else:
                     candidates.append(member)
             captions = read_captions(layout.metadata, [clip_id(m.name) for m in candidates], mode)
-            progress = tqdm(total=needed, desc=f"shard {shard}", unit="clip", mininterval=2)
+            bar = progress(total=needed, desc=f"shard {shard}: clips kept", unit="clip")
             for member in candidates:
                 if len(report.kept) >= needed:
                     break
@@ -268,8 +268,8 @@ def extract_shard(
                 _store_clip(layout, tar, member, cid, captions[cid], data)
                 report.kept.append(cid)
                 seen_ids.add(cid)
-                progress.update(1)
-            progress.close()
+                bar.update(1)
+            bar.close()
             report.exhausted = len(report.kept) < needed
 
     _remove_clips(layout, written_before - set(report.kept))

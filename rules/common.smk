@@ -242,3 +242,41 @@ def control_group_markers(kind):
     return [
         f"{RESULTS}/controls/{kind}/group_{i}.txt" for i in range(len(control_groups()))
     ]
+
+
+CONTROLS = ("edge", "depth", "seg", "vis")
+
+
+def report_files(trained, inferred, evaluated):
+    """What the report shows: the dataset and previews always, the runs, inference outputs and
+    demo evaluation that are asked for."""
+    files = [
+        f"{RESULTS}/report/dataset/{name}"
+        for name in ("manifest.html", "frames.png", "durations.png", "resolutions.png")
+    ]
+    files += [
+        f"{RESULTS}/previews/contact_sheet.png",
+        f"{RESULTS}/previews/previews.html",
+    ]
+    for control in trained:
+        files += [
+            f"{RESULTS}/report/train/{control}/{name}"
+            for name in ("loss.png", "learning_rate.png", "samples.html")
+        ]
+    files += [f"{RESULTS}/report/inference/{control}.html" for control in inferred]
+    if evaluated:
+        files += [
+            f"{RESULTS}/report/demo_eval/{n}" for n in ("eval.html", "edge_f1.png")
+        ]
+    return files
+
+
+def report_figures_input(wildcards):
+    """The report of what has run: never starts a training, an inference or an evaluation."""
+    return report_files(
+        trained=[c for c in CONTROLS if os.path.exists(f"{RESULTS}/train/{c}.done")],
+        inferred=[
+            c for c in CONTROLS if os.path.exists(f"{RESULTS}/inference/{c}/done.txt")
+        ],
+        evaluated=os.path.exists(f"{RESULTS}/demo_eval/eval.json"),
+    )

@@ -61,7 +61,18 @@ rule preview_controls:
     input:
         f"{RESULTS}/dataset/manifest.tsv",
     output:
-        sheet=f"{RESULTS}/previews/contact_sheet.png",
+        sheet=report(
+            f"{RESULTS}/previews/contact_sheet.png",
+            caption="../report/previews.rst",
+            category="2. Control previews",
+            labels={"figure": "contact sheet"},
+        ),
+        videos=report(
+            f"{RESULTS}/previews/previews.html",
+            caption="../report/previews.rst",
+            category="2. Control previews",
+            labels={"figure": "videos"},
+        ),
     log:
         f"{RESULTS}/logs/preview_controls.log",
     conda:

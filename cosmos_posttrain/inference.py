@@ -4,13 +4,16 @@
 Generates one video per spec entry with the fine-tuned control branch: the input is resized to
 the nearest resolution bucket, the control is read or computed on the fly, and long videos are
 generated in chunks of `num_video_frames_per_chunk` frames, each conditioned on the last
-`num_conditional_frames` frames of the previous one. Several processes split the entries.
+`num_conditional_frames` frames of the previous one. Several processes split each video by
+Ulysses context parallelism over `--context-parallel-size` ranks (all of them by default, as
+the reference does); groups of ranks beyond that split the entries.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,9 +23,10 @@ from omegaconf import DictConfig
 
 from .checkpoint import is_complete, load_controlnet_weights
 from .cli import run_cli, split_overrides
+from .context_parallel import enable_context_parallel
 from .controls import blur_preset, edge_preset
 from .data import nearest_bucket, resize_and_pad
-from .distributed import init_world, shutdown
+from .distributed import World, init_world, shutdown
 from .errors import CosmosPosttrainError
 from .experiments import build_config, control_kind
 from .fsutil import write_json_atomic
@@ -119,10 +123,14 @@ def generate_entry(
     config: DictConfig,
     kind: str,
     out_dir: Path,
-    device: torch.device,
+    world: World,
     guardrail: Guardrail,
     scheduler=None,
-) -> Path:
+) -> Path | None:
+    """Generate one entry; every rank of a context-parallel group takes part, the first of
+    them writes the outputs (whose path it returns; the others return None)."""
+    device = world.device
+    writer = world.rank % world.cp == 0
     if not guardrail.text_ok(spec.prompt):
         raise CosmosPosttrainError(f"{spec.name}: the prompt was refused by the guardrail")
     info = probe_video(spec.video_path)
@@ -142,7 +150,8 @@ def generate_entry(
     starts = list(range(0, max(1, len(video) - overlap), stride)) if stride > 0 else [0]
     padding_mask = mask[None].to(device)
     output: list[np.ndarray] = []
-    bar = progress(total=len(starts) * spec.num_steps, desc=spec.name, unit="step")
+    steps = len(starts) * spec.num_steps
+    bar = progress(total=steps, desc=spec.name, unit="step") if writer else None
     for index, start in enumerate(starts):
         ctrl = _to_model(_pad_frames(control[start:], chunk), device)
         control_latents = models.tokenizer.encode(ctrl)
@@ -175,9 +184,12 @@ def generate_entry(
             control_scale=weight,
             scheduler=scheduler,
             progress=bar,
+            cp_group=world.cp_group,
         )
         generated = to_uint8_frames(models.tokenizer.decode(latents)[0])
         output.append(generated if index == 0 else generated[overlap:])
+    if bar is None:
+        return None
     bar.close()
     result = np.concatenate(output)[: len(video)]
     # the content sits top-left; the padding mask's first column and row measure it
@@ -218,6 +230,7 @@ def run(
     overrides: list[str],
     spec_overrides: dict,
     disable_guardrails: bool,
+    context_parallel_size: int = 0,
 ) -> list[Path]:
     specs = load_specs(spec_path, spec_overrides)  # every spec problem before any model loads
     config = build_config([f"experiment={experiment}", *overrides])
@@ -228,12 +241,25 @@ def run(
                 f"{spec_path}:{spec.line}: the checkpoint is a {kind} branch, the "
                 f"entry gives only {', '.join(c.kind for c in spec.controls)}"
             )
-    world = init_world(config.trainer.device)
+    cp = context_parallel_size or int(os.environ.get("WORLD_SIZE", "1"))
+    for spec in specs:  # each chunk's latent frames are split over the CP ranks
+        latent_frames = (spec.num_video_frames_per_chunk - 1) // 4 + 1
+        if latent_frames % cp:
+            raise SpecError(
+                f"{spec_path}:{spec.line}: num_video_frames_per_chunk="
+                f"{spec.num_video_frames_per_chunk} gives {latent_frames} latent frames, which "
+                f"do not split over context_parallel_size={cp}; use --context-parallel-size 1 "
+                "to split the entries over the processes instead"
+            )
+    world = init_world(config.trainer.device, cp)
     try:
         models = build_models(config, world.device)
         models.transformer.eval()
         models.controlnet.eval()
         load_control_branch(models, Path(checkpoint))
+        if world.cp > 1:
+            enable_context_parallel(models.transformer, world.cp_group)
+            enable_context_parallel(models.controlnet, world.cp_group)
         scheduler = None
         if config.model.preset == "2b":
             from diffusers import UniPCMultistepScheduler
@@ -244,11 +270,11 @@ def run(
             )
         guardrail = Guardrail(disable_guardrails, world.device)
         out = Path(out_dir)
-        mine = specs[world.rank :: world.size]
-        return [
-            generate_entry(s, models, config, kind, out, world.device, guardrail, scheduler)
-            for s in mine
+        mine = specs[world.dp_rank :: world.dp]
+        written = [
+            generate_entry(s, models, config, kind, out, world, guardrail, scheduler) for s in mine
         ]
+        return [path for path in written if path is not None]
     finally:
         shutdown()
 
@@ -265,6 +291,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--experiment", default="transfer2_singleview_posttrain_edge_example")
     p.add_argument("--disable-guardrails", action="store_true")
+    p.add_argument(
+        "--context-parallel-size",
+        type=int,
+        default=0,
+        help="ranks that split each video (default: all of them); 1 splits the entries instead",
+    )
     for name, kind in (
         ("num-steps", int),
         ("guidance", float),
@@ -304,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides,
             spec_overrides,
             args.disable_guardrails,
+            args.context_parallel_size,
         )
     )
 

@@ -275,3 +275,65 @@ def test_inference_refuses_wrong_control_before_loading(tmp_path, make_clip):
         == 1
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_inference_context_parallel_2_equals_one_process(trained, tmp_path, monkeypatch, capsys):
+    """torchrun with 2 processes splits each chunk's latent frames over both (Ulysses CP, the
+    default); the video equals the one a single process makes."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from conftest import REPO
+
+    model_dir = latest_model_dir(trained["run"] / "checkpoints")
+    written = convert(model_dir, model_dir.parent)
+    entry = {
+        "name": "cp",
+        "prompt": "a street",
+        "video_path": str(trained["data"] / "videos" / "c1.mp4"),
+        "resolution": "tiny",
+        "max_frames": 13,
+        "num_video_frames_per_chunk": 13,
+        "num_steps": 3,
+        "guidance": 2,
+        "edge": {"preset_edge_threshold": "medium"},
+    }
+    spec = write_spec(tmp_path, [entry])
+    args = [
+        "-i",
+        str(spec),
+        "--checkpoint-path",
+        str(written["ema_bf16"]),
+        "--experiment",
+        EXPERIMENT,
+        "--",
+        "preset=tiny",
+        f"checkpoint.load_path={trained['base']}",
+    ]
+    assert inference_main(["-o", str(tmp_path / "one"), *args]) == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*cmd, "-m", "cosmos_posttrain.inference", "-o", str(tmp_path / "cp2"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    one = read_frames(tmp_path / "one" / "cp.mp4").astype(np.int16)
+    cp2 = read_frames(tmp_path / "cp2" / "cp.mp4").astype(np.int16)
+    assert one.shape == cp2.shape == (13, 48, 64, 3)
+    assert np.abs(one - cp2).mean() < 0.5, np.abs(one - cp2).mean()
+
+    # 9-frame chunks have 3 latent frames: they cannot be split over 2 ranks
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    spec9 = write_spec(tmp_path, [{**entry, "num_video_frames_per_chunk": 9}], "spec9.jsonl")
+    args[1] = str(spec9)
+    assert inference_main(["-o", str(tmp_path / "nine"), *args]) == 1
+    err = capsys.readouterr().err
+    assert "spec9.jsonl:1" in err and "do not split over context_parallel_size=2" in err
+    assert not (tmp_path / "nine").exists()

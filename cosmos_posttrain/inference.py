@@ -38,6 +38,12 @@ from .video_io import probe_video, read_frames, write_video
 
 log = logging.getLogger("cosmos_posttrain.inference")
 
+DEFAULT_CONTROL_MODELS = {
+    "depth_model": "depth-anything/Depth-Anything-V2-Small-hf",
+    "sam_model": "facebook/sam2.1-hiera-large",
+    "grounding_model": "IDEA-Research/grounding-dino-base",
+}
+
 
 def load_control_branch(models: Models, checkpoint: Path) -> None:
     """Fine-tuned weights from a converted `.pt`, a diffusers folder or a DCP iteration folder."""
@@ -98,9 +104,47 @@ def _pad_frames(frames: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), axis=0)])
 
 
+class ControlModels:
+    """Depth Anything and SAM2 + Grounding DINO for entries without a control_path, loaded on
+    first use (most runs give control videos, and these models take GPU memory)."""
+
+    def __init__(
+        self, device: torch.device, depth_model: str, sam_model: str, grounding_model: str
+    ) -> None:
+        self.device = device
+        self.ids = {"depth": depth_model, "sam": sam_model, "grounding": grounding_model}
+        self._depth = None
+        self._seg = None
+
+    def depth(self, video: np.ndarray) -> np.ndarray:
+        from .depth import DepthEstimator, normalise_video
+
+        if self._depth is None:
+            self._depth = DepthEstimator.from_pretrained(self.ids["depth"], self.device)
+        return normalise_video(self._depth.relative_depth(iter(video), len(video)))
+
+    def seg(self, video: np.ndarray, text: str) -> np.ndarray:
+        from .seg import Prompt, Segmenter, colour_frames
+
+        if self._seg is None:
+            self._seg = Segmenter.from_pretrained(
+                self.ids["sam"], self.ids["grounding"], self.device
+            )
+        masks = self._seg.masks(video, Prompt("prompt", text))
+        if not masks.any():
+            log.warning("nothing was segmented for %r: the seg control is all black", text)
+        return colour_frames(masks)
+
+
 def control_frames(
-    spec: InferenceSpec, kind: str, video: np.ndarray, target: tuple[int, int]
+    spec: InferenceSpec,
+    kind: str,
+    video: np.ndarray,
+    target: tuple[int, int],
+    computed: ControlModels | None = None,
 ) -> np.ndarray:
+    """The control video at the generation size: read from control_path, or computed from the
+    input (edge and vis presets on the CPU; depth and seg with `computed`'s models)."""
     control = next(c for c in spec.controls if c.kind == kind)
     if control.control_path is not None:
         frames = torch.from_numpy(read_frames(control.control_path, 0, len(video)))
@@ -110,6 +154,12 @@ def control_frames(
         return edge_preset(video, control.preset)
     if kind == "vis":
         return blur_preset(video, control.preset)
+    if computed is not None:
+        return (
+            computed.depth(video)
+            if kind == "depth"
+            else computed.seg(video, control.control_prompt)
+        )
     raise SpecError(
         f"line {spec.line}: {kind} has no control_path; compute it first "
         f"(`python -m cosmos_posttrain.{kind}`) and give the video as control_path"
@@ -126,6 +176,7 @@ def generate_entry(
     world: World,
     guardrail: Guardrail,
     scheduler=None,
+    computed: ControlModels | None = None,
 ) -> Path | None:
     """Generate one entry; every rank of a context-parallel group takes part, the first of
     them writes the outputs (whose path it returns; the others return None)."""
@@ -138,7 +189,7 @@ def generate_entry(
     _, target = nearest_bucket(info.width, info.height, spec.resolution)
     resized, mask = resize_and_pad(torch.from_numpy(frames).permute(0, 3, 1, 2), target)
     video = resized.permute(0, 2, 3, 1).numpy()
-    control = control_frames(spec, kind, video, target)
+    control = control_frames(spec, kind, video, target, computed)
     weight = next(c.control_weight for c in spec.controls if c.kind == kind)
     text = models.text_encoder.encode([spec.prompt]).to(device)
     negative = models.text_encoder.encode([spec.negative_prompt]).to(device)
@@ -231,6 +282,7 @@ def run(
     spec_overrides: dict,
     disable_guardrails: bool,
     context_parallel_size: int = 0,
+    control_models: dict[str, str] | None = None,
 ) -> list[Path]:
     specs = load_specs(spec_path, spec_overrides)  # every spec problem before any model loads
     config = build_config([f"experiment={experiment}", *overrides])
@@ -270,9 +322,11 @@ def run(
             )
         guardrail = Guardrail(disable_guardrails, world.device)
         out = Path(out_dir)
+        computed = ControlModels(world.device, **(control_models or DEFAULT_CONTROL_MODELS))
         mine = specs[world.dp_rank :: world.dp]
         written = [
-            generate_entry(s, models, config, kind, out, world, guardrail, scheduler) for s in mine
+            generate_entry(s, models, config, kind, out, world, guardrail, scheduler, computed)
+            for s in mine
         ]
         return [path for path in written if path is not None]
     finally:
@@ -297,6 +351,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="ranks that split each video (default: all of them); 1 splits the entries instead",
     )
+    for key, default in DEFAULT_CONTROL_MODELS.items():
+        p.add_argument(
+            f"--{key.replace('_', '-')}",
+            default=default,
+            help="hub id or folder, for controls computed on the fly",
+        )
     for name, kind in (
         ("num-steps", int),
         ("guidance", float),
@@ -337,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             spec_overrides,
             args.disable_guardrails,
             args.context_parallel_size,
+            {key: getattr(args, key) for key in DEFAULT_CONTROL_MODELS},
         )
     )
 

@@ -61,6 +61,7 @@ class ControlSpec:
     control_path: Path | None = None
     control_weight: float = 1.0
     preset: str = "medium"
+    control_prompt: str = ""  # seg on the fly: what Grounding DINO looks for
 
 
 @dataclass
@@ -211,6 +212,13 @@ def load_specs(path: str | Path, overrides: dict[str, Any] | None = None) -> lis
                     )
                 else:
                     control.preset = block[preset_key]
+            if "control_prompt" in block:
+                control.control_prompt = str(block["control_prompt"]).strip()
+            if kind == "seg" and control.control_path is None and not control.control_prompt:
+                problems.append(
+                    f"{where}: seg without control_path is computed on the fly and needs "
+                    'control_prompt (the objects to segment, e.g. "car. person.")'
+                )
             controls.append(control)
         if not controls:
             problems.append(f"{where}: no control given (one of {', '.join(CONTROL_KEYS)})")

@@ -337,3 +337,81 @@ def test_inference_context_parallel_2_equals_one_process(trained, tmp_path, monk
     err = capsys.readouterr().err
     assert "spec9.jsonl:1" in err and "do not split over context_parallel_size=2" in err
     assert not (tmp_path / "nine").exists()
+
+
+def tiny_depth_model(folder: Path) -> Path:
+    """A random Depth Anything V2 of tiny size, saved as a hub folder would hold it."""
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=56,
+        patch_size=14,
+        out_indices=[1, 2, 3, 4],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        neck_hidden_sizes=[16] * 4,
+        fusion_hidden_size=16,
+        head_hidden_size=16,
+    )
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True).save_pretrained(
+        folder
+    )
+    return folder
+
+
+def test_depth_is_computed_on_the_fly_and_seg_needs_a_prompt(trained, tmp_path):
+    """A depth entry without control_path runs Depth Anything on the input first."""
+    model_dir = latest_model_dir(trained["run"] / "checkpoints")
+    written = convert(model_dir, model_dir.parent)
+    entry = {
+        "name": "depth",
+        "prompt": "a street",
+        "video_path": str(trained["data"] / "videos" / "c0.mp4"),
+        "resolution": "tiny",
+        "max_frames": 9,
+        "num_video_frames_per_chunk": 9,
+        "num_steps": 2,
+        "show_control_condition": True,
+        "depth": {},
+    }
+    spec = write_spec(tmp_path, [entry])
+    code = inference_main(
+        [
+            "-i",
+            str(spec),
+            "-o",
+            str(tmp_path / "out"),
+            "--checkpoint-path",
+            str(written["ema_bf16"]),
+            "--experiment",
+            "transfer2_singleview_posttrain_depth_example",
+            "--depth-model",
+            str(tiny_depth_model(tmp_path / "depth_model")),
+            "--",
+            "preset=tiny",
+            f"checkpoint.load_path={trained['base']}",
+        ]
+    )
+    assert code == 0
+    assert probe_video(tmp_path / "out" / "depth.mp4").frames == 9
+    control = read_frames(tmp_path / "out" / "depth_control_depth.mp4")
+    assert control.shape[0] == 9 and control.std() > 1  # a grey depth map, not a blank
+    assert abs(control[..., 0].astype(int) - control[..., 2]).max() <= 8  # grey
+
+    seg = write_spec(tmp_path, [{**entry, "depth": None, "seg": {}}], "seg.jsonl")
+    with pytest.raises(SpecError, match="seg.jsonl:1: seg without control_path .* control_prompt"):
+        load_specs(seg)

@@ -118,6 +118,31 @@ def train_step(args, world, encoders, use_fsdp: bool, state, iteration: int) -> 
     return float(loss.detach())
 
 
+def time_checkpoints(folder: Path, state) -> dict:
+    """Seconds a save blocks training, synchronous and asynchronous (DCP), and until written."""
+    from types import SimpleNamespace
+
+    from cosmos_posttrain.checkpoint import Checkpointer
+    from cosmos_posttrain.trainer import checkpoint_states
+
+    _, ctrl, _, optimizer, ema, _ = state
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    states = checkpoint_states(
+        SimpleNamespace(controlnet=ctrl), optimizer, scheduler, ema, {"epoch": 0}, 1
+    )
+    timings = {}
+    for mode in ("sync", "async"):
+        checkpointer = Checkpointer(folder / mode, async_mode=mode == "async")
+        start = time.perf_counter()
+        checkpointer.save(1, states)
+        timings[f"ckpt_{mode}_blocking_s"] = round(time.perf_counter() - start, 2)
+        checkpointer.wait()
+        timings[f"ckpt_{mode}_total_s"] = round(time.perf_counter() - start, 2)
+    size = sum(f.stat().st_size for f in (folder / "sync").rglob("*") if f.is_file())
+    timings["ckpt_gib"] = round(size / 2**30, 2)
+    return timings
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cp", type=int, default=1)
@@ -129,6 +154,11 @@ def main() -> None:
     p.add_argument("--encoders", action="store_true")
     p.add_argument("--fsdp", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--out", default="benchmarks/results/train_step.jsonl")
+    p.add_argument(
+        "--checkpoint-dir",
+        default="",
+        help="also time a checkpoint save there (the trainer's states), sync and async",
+    )
     args = p.parse_args()
 
     world = init_world("cuda", args.cp)
@@ -226,6 +256,8 @@ def main() -> None:
                 loss=round(loss, 4),
                 times=[round(x, 3) for x in times],
             )
+            if args.checkpoint_dir:
+                record.update(time_checkpoints(Path(args.checkpoint_dir) / variant, state))
         except torch.OutOfMemoryError:
             record["error"] = "OOM"
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too

@@ -90,14 +90,21 @@ def claim_gpus(
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 3 or argv[1] != "--" or not argv[0].isdigit():
-        print("usage: python -m cosmos_posttrain.gpus N -- command [args...]", file=sys.stderr)
-        return 2
-    command = argv[2:]
+    import argparse
+
+    p = argparse.ArgumentParser(
+        description="Run a command on N GPUs that no other job of this machine holds.",
+        usage="python -m cosmos_posttrain.gpus N -- command [args...]",
+    )
+    p.add_argument("count", type=int, help="GPUs to claim (0: none)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="after --: what to run")
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        p.error("no command given after --")
 
     def action() -> None:
-        claim_gpus(int(argv[0]))
+        claim_gpus(args.count)
         os.execvp(command[0], command)
 
     return run_cli(action)

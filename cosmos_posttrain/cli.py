@@ -9,12 +9,25 @@ from collections.abc import Callable
 from .errors import CosmosPosttrainError
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes: a Snakemake job and a test both
+    replace it, and a handler bound to an old, closed stream would lose every line."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(debug: bool = False, stream=None) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
-        stream=stream or sys.stderr,
+        handlers=[logging.StreamHandler(stream) if stream else _CurrentStderr()],
         force=True,
     )
 

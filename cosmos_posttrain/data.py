@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -235,6 +235,22 @@ class ResumableSampler(Sampler[SampleKey]):
         saved_dp = int(state.get("dp_size", self.dp_size))
         consumed = int(state["position"]) * saved_dp  # global keys used in this epoch
         self.epoch, self.position = int(state["epoch"]), consumed // self.dp_size
+
+
+def clip_loader(
+    dataset: Dataset, sampler: Sampler, workers: int, prefetch: int, pin_memory: bool = False
+) -> DataLoader:
+    """One clip per step from `workers` processes that decode ahead of training."""
+    return DataLoader(
+        dataset,
+        batch_size=1,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers else None,
+        persistent_workers=workers > 0,
+    )
 
 
 def collate(samples: list[dict]) -> dict:

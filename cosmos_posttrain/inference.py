@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 
 from .checkpoint import is_complete, load_controlnet_weights
 from .cli import run_cli, split_overrides
-from .context_parallel import enable_context_parallel
 from .controls import blur_preset, edge_preset
 from .data import nearest_bucket, resize_and_pad
 from .distributed import World, init_world, shutdown
@@ -32,6 +31,7 @@ from .experiments import build_config, control_kind
 from .fsutil import write_json_atomic
 from .inference_spec import InferenceSpec, SpecError, load_specs
 from .models import Models, build_models, load_state_file, sync_shared_modules
+from .parallelize import parallelize
 from .progress import progress
 from .sampling import generate_latents, side_by_side, to_uint8_frames
 from .video_io import probe_video, read_frames, write_video
@@ -309,9 +309,13 @@ def run(
         models.transformer.eval()
         models.controlnet.eval()
         load_control_branch(models, Path(checkpoint))
-        if world.cp > 1:
-            enable_context_parallel(models.transformer, world.cp_group)
-            enable_context_parallel(models.controlnet, world.cp_group)
+        for model in (models.transformer, models.controlnet):  # CP, and compile if asked
+            parallelize(
+                model,
+                cp_group=world.cp_group,
+                recompute="none",
+                compile=bool(config.model.config.compile),
+            )
         scheduler = None
         if config.model.preset == "2b":
             from diffusers import UniPCMultistepScheduler

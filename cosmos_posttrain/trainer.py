@@ -16,12 +16,11 @@ from torch.distributed.checkpoint.state_dict import (
     get_optimizer_state_dict,
     set_optimizer_state_dict,
 )
-from torch.utils.data import DataLoader
 
 from .checkpoint import CONTROLNET_CONFIG, Checkpointer
 from .context_parallel import shard_time
 from .controls import edge_preset
-from .data import ResumableSampler, SingleViewDataset, collate
+from .data import ResumableSampler, SingleViewDataset, clip_loader
 from .distributed import (
     World,
     all_ranks_ok,
@@ -128,16 +127,12 @@ def _train(config: DictConfig, world: World) -> Path:
     if latest is not None:
         start = resume(checkpointer, latest, models, optimizer, scheduler, ema, sampler)
         log.info("resumed from %s at iteration %d", latest, start)
-    workers = int(config.dataloader_train.num_workers)
-    loader = DataLoader(
+    loader = clip_loader(
         dataset,
-        batch_size=1,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
+        sampler,
+        int(config.dataloader_train.num_workers),
+        int(config.dataloader_train.prefetch_factor),
         pin_memory=world.device.type == "cuda",
-        prefetch_factor=config.dataloader_train.prefetch_factor if workers else None,
-        persistent_workers=workers > 0,
     )
     metrics = Metrics(
         run,

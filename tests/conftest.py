@@ -227,3 +227,44 @@ def run_snakemake(
         text=True,
         timeout=600,
     )
+
+
+def tiny_depth_anything():
+    """A random Depth Anything V2 of tiny size and its processor (the settings of the
+    Depth-Anything-V2-*-hf preprocessor_config.json, at 56 pixels instead of 518)."""
+    import torch
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=56,
+        patch_size=14,
+        out_indices=[1, 2, 3, 4],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        neck_hidden_sizes=[16] * 4,
+        fusion_hidden_size=16,
+        head_hidden_size=16,
+    )
+    processor = DPTImageProcessor(
+        size={"height": 56, "width": 56},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        do_pad=False,
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    return DepthAnythingForDepthEstimation(config), processor

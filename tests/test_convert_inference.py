@@ -340,36 +340,12 @@ def test_inference_context_parallel_2_equals_one_process(trained, tmp_path, monk
 
 
 def tiny_depth_model(folder: Path) -> Path:
-    """A random Depth Anything V2 of tiny size, saved as a hub folder would hold it."""
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
+    """conftest's tiny Depth Anything, saved as a hub folder would hold it."""
+    from conftest import tiny_depth_anything
 
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=56,
-        patch_size=14,
-        out_indices=[1, 2, 3, 4],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=[16] * 4,
-        fusion_hidden_size=16,
-        head_hidden_size=16,
-    )
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True).save_pretrained(
-        folder
-    )
+    model, processor = tiny_depth_anything()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -18,6 +18,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_depth_anything
 
 from cosmos_posttrain import depth as depth_mod
 from cosmos_posttrain import seg as seg_mod
@@ -81,42 +82,7 @@ def assert_same_stream(output: Path, source: Path) -> None:
 
 @pytest.fixture(scope="module")
 def estimator() -> DepthEstimator:
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=56,
-        patch_size=14,
-        out_indices=[1, 2, 3, 4],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=[16] * 4,
-        fusion_hidden_size=16,
-        head_hidden_size=16,
-    )
-    # The settings of the Depth-Anything-V2-*-hf preprocessor_config.json, at 56 instead of 518.
-    processor = DPTImageProcessor(
-        size={"height": 56, "width": 56},
-        keep_aspect_ratio=True,
-        ensure_multiple_of=14,
-        do_pad=False,
-        resample=3,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
-    model = DepthAnythingForDepthEstimation(config)
+    model, processor = tiny_depth_anything()
     return DepthEstimator(model, processor, torch.device("cpu"), batch_size=4)
 
 

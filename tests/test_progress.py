@@ -21,6 +21,18 @@ class Terminal(io.StringIO):
         return True
 
 
+@pytest.fixture(autouse=True)
+def pristine_root_logger():
+    """What a fresh process has: earlier in-process CLI calls configured the root logger."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers[:] = []
+    root.setLevel(logging.WARNING)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def every_update(monkeypatch):
     """Log a line at every update, so a short loop shows its lines."""
@@ -72,7 +84,7 @@ def test_download_logs_bytes_and_rate(tmp_path, monkeypatch, caplog, every_updat
     with FakeHub() as hub:
         hub.add_file("org/data", "big.bin", b"x" * 300_000)
         download_file("org/data", "big.bin", tmp_path / "big.bin", endpoint=hub.url)
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [r.getMessage() for r in caplog.records if r.name == "cosmos_posttrain.progress"]
     assert "big.bin: 0B/300kB (0%)" in lines[0]  # the client names the file by its URL
     assert any("big.bin: 300kB/300kB (100%), " in line for line in lines), lines
     assert any("B/s" in line for line in lines), lines

@@ -1,0 +1,75 @@
+"""The speed settings change nothing but speed: recompute policies give the forward, the
+gradients and the state-dict names of the plain model (CPU, tiny models)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
+
+from cosmos_posttrain.ema import PowerEMA
+from cosmos_posttrain.models import TINY_CONTROLNET, TINY_TRANSFORMER, is_trained
+from cosmos_posttrain.objective import predict_velocity
+from cosmos_posttrain.parallelize import parallelize
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    base = CosmosTransformer3DModel(**TINY_TRANSFORMER).requires_grad_(False)
+    ctrl = CosmosControlNetModel(**TINY_CONTROLNET)
+    with torch.no_grad():  # non-zero projections so the branch matters
+        for param in ctrl.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    return base, ctrl
+
+
+def run(models, policy: str | None):
+    base, ctrl = (copy.deepcopy(m) for m in models)
+    for name, param in ctrl.named_parameters():
+        param.requires_grad_(is_trained(name))
+    if policy is not None:
+        for model in (base, ctrl):
+            parallelize(model, recompute=policy)
+    g = torch.Generator().manual_seed(1)
+    channels, (t, h, w) = TINY_TRANSFORMER["out_channels"], (3, 16, 28)
+    x = torch.randn(1, channels, t, h, w, generator=g)
+    control = torch.randn(1, channels, t, h, w, generator=g)
+    text = torch.randn(1, 32, TINY_TRANSFORMER["crossattn_proj_in_channels"], generator=g)
+    v = predict_velocity(
+        base,
+        ctrl,
+        x,
+        torch.full((1, 1, t, 1, 1), 0.5),
+        text,
+        torch.zeros(1, 1, t, h, w),
+        torch.zeros(1, 1, 2 * h, 2 * w),
+        control,
+    )
+    v.square().mean().backward()
+    grads = {n: p.grad for n, p in ctrl.named_parameters() if p.grad is not None}
+    return v.detach(), grads, ctrl
+
+
+@pytest.mark.parametrize("policy", ["none", "full", "save_attention"])
+def test_recompute_policies_equal_the_plain_model(models, policy):
+    ref_v, ref_grads, ref_ctrl = run(models, None)
+    v, grads, ctrl = run(models, policy)
+    assert torch.equal(v, ref_v)
+    assert len(grads) == len(ref_grads) > 0
+    clean = {n.replace("_checkpoint_wrapped_module.", ""): g for n, g in grads.items()}
+    for name, grad in ref_grads.items():
+        assert torch.allclose(clean[name], grad, rtol=1e-6, atol=1e-9), name
+    # checkpoints and the EMA keep the plain names whatever wraps the blocks
+    assert list(ctrl.state_dict()) == list(ref_ctrl.state_dict())
+    assert list(PowerEMA(ctrl).state_dict()) == list(PowerEMA(ref_ctrl).state_dict())
+
+
+def test_unknown_policy_and_kernel_are_refused(models):
+    base = copy.deepcopy(models[0])
+    with pytest.raises(ValueError, match="recompute policy 'some'"):
+        parallelize(base, recompute="some")
+    with pytest.raises(ValueError, match="attention kernel 'flash4'"):
+        parallelize(base, attention_kernel="flash4")

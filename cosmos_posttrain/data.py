@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
@@ -54,6 +53,15 @@ def nearest_bucket(width: int, height: int, resolution: str) -> tuple[str, tuple
     return key, table[key]
 
 
+def _pad_index(size: int, padded: int, reflect: bool) -> torch.Tensor:
+    """Source index of each output position when padding `size` to `padded` at the end:
+    reflection without repeating the edge (as torch's "reflect"), or the edge repeated."""
+    index = torch.arange(padded)
+    beyond = index >= size
+    index[beyond] = (2 * (size - 1) - index[beyond]) if reflect else size - 1
+    return index
+
+
 def resize_and_pad(
     video: torch.Tensor, target: tuple[int, int], nearest: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,9 +80,9 @@ def resize_and_pad(
     pad_w, pad_h = tw - nw, th - nh
     mask = torch.zeros(1, th, tw)
     if pad_w or pad_h:
-        mode = "reflect" if pad_w < nw and pad_h < nh else "replicate"
-        padded = F.pad(video.float(), (0, pad_w, 0, pad_h), mode=mode)
-        video = padded.round().clamp(0, 255).to(torch.uint8)
+        reflect = pad_w < nw and pad_h < nh  # else replicate the edge
+        rows, cols = _pad_index(nh, th, reflect), _pad_index(nw, tw, reflect)
+        video = video[:, :, rows][:, :, :, cols]  # a gather: stays uint8, no arithmetic
         mask[:, nh:, :] = 1
         mask[:, :, nw:] = 1
     return video, mask

@@ -96,6 +96,20 @@ def test_resize_keeps_aspect_and_pads_with_mask():
     assert mask[0, :544].sum() == 0 and mask[0, 544:].min() == 1  # 272 * 2 = 544 real rows
 
 
+@pytest.mark.parametrize("size", [(30, 56), (10, 50), (32, 20)])
+def test_padding_equals_torch_reflect_and_replicate(size):
+    """The uint8 gather pads exactly as torch's reflect (or, for pads wider than the picture,
+    replicate) padding does."""
+    import torch.nn.functional as F
+
+    video = torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8)
+    out, _ = resize_and_pad(video, (size[1], 32) if size[1] >= 56 else (56, size[0]))
+    h, w = video.shape[2:]
+    pad = (0, out.shape[3] - w, 0, out.shape[2] - h)
+    mode = "reflect" if pad[1] < w and pad[3] < h else "replicate"
+    assert torch.equal(out, F.pad(video.float(), pad, mode=mode).to(torch.uint8))
+
+
 def test_segmentation_resize_never_blends_colours():
     colours = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [0, 0, 0]], dtype=torch.uint8)
     labels = torch.randint(0, 4, (30, 50))

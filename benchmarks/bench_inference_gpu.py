@@ -28,7 +28,8 @@ import torch
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
 
-from cosmos_posttrain.context_parallel import set_self_attention
+from cosmos_posttrain.context_parallel import set_self_attention, shard_time
+from cosmos_posttrain.distributed import init_world
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
 from cosmos_posttrain.objective import predict_velocity
 
@@ -54,15 +55,17 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/inference.jsonl")
     p.add_argument("--quality", action="store_true")
     args = p.parse_args()
-    device = "cpu" if TINY else "cuda"
+    # under torchrun, every process takes part in each call: Ulysses CP over all of them
+    world = init_world("cpu" if TINY else "cuda", int(os.environ.get("WORLD_SIZE", "1")))
+    device = world.device
     dtype = torch.float32 if TINY else torch.bfloat16
     t_kw, c_kw = (TINY_TRANSFORMER, TINY_CONTROLNET) if TINY else (TRANSFORMER_2B, CONTROLNET_2B)
     base = CosmosTransformer3DModel(**t_kw).to(device, dtype).eval().requires_grad_(False)
     ctrl = CosmosControlNetModel(**c_kw).to(device, dtype).eval().requires_grad_(False)
     channels = t_kw["out_channels"]
-    t, h, w = (3, 16, 28) if TINY else (24, 88, 160)
+    t, h, w = (4, 16, 28) if TINY else (24, 88, 160)
     text_dim, text_len = t_kw["crossattn_proj_in_channels"], 32 if TINY else 512
-    g = torch.Generator(device=device).manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)  # the same draws on every rank
     x = torch.randn(1, channels, t, h, w, device=device, dtype=dtype, generator=g)
     control = torch.randn(1, channels, t, h, w, device=device, dtype=dtype, generator=g)
     text = torch.randn(1, text_len, text_dim, device=device, dtype=dtype, generator=g)
@@ -72,6 +75,10 @@ def main() -> None:
     cond_mask = torch.zeros(1, 1, t, h, w, device=device, dtype=dtype)
     timestep = torch.full((1, 1, t, 1, 1), 0.5, device=device, dtype=dtype)
     tokens = t * (h // 2) * (w // 2)
+    if world.cp > 1:
+        x, control, cond_mask, timestep = (
+            shard_time(v, world.cp_group) for v in (x, control, cond_mask, timestep)
+        )
     name = "cpu" if TINY else torch.cuda.get_device_name()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -79,14 +86,14 @@ def main() -> None:
     compiled = False
 
     def sync() -> None:
-        if device == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
 
     def use_kernel(kernel: str) -> None:
-        set_self_attention(base, kernel=kernel)
-        set_self_attention(ctrl, kernel=kernel)
+        set_self_attention(base, world.cp_group, kernel)
+        set_self_attention(ctrl, world.cp_group, kernel)
 
-    if args.quality:
+    if args.quality and world.cp == 1:
         quality(args, base, ctrl, (x, timestep, text, cond_mask, padding, control), use_kernel)
 
     for variant in args.variants.split(","):
@@ -127,9 +134,11 @@ def main() -> None:
             "torch": torch.__version__,
             "git_commit": commit,
             "tokens": tokens,
+            "world_size": world.size,
+            "cp": world.cp,
         }
         try:
-            if device == "cuda":
+            if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             step()
@@ -142,7 +151,7 @@ def main() -> None:
                 sync()
                 times.append(time.perf_counter() - start)
             median = sorted(times)[len(times) // 2]
-            flops = 2 * forward_flops(tokens)
+            flops = 2 * forward_flops(tokens) / world.cp  # per GPU
             record.update(
                 s_per_step=round(median, 3),
                 s_per_chunk=round(median * args.steps, 1),
@@ -150,11 +159,13 @@ def main() -> None:
                 tflops=round(flops / median / 1e12, 1),
                 mfu=round(flops / median / 989e12, 3),
                 peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1)
-                if device == "cuda"
+                if device.type == "cuda"
                 else None,
             )
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too
             record["error"] = repr(exc)[:300]
+        if not world.is_main:
+            continue
         print(json.dumps(record), flush=True)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -672,3 +672,27 @@ def test_depth_command_names_an_unloadable_model(offline, clips, tmp_path, capsy
     err = capsys.readouterr().err
     assert "error: cannot load the depth model 'nonexistent/model-id'" in err
     assert "local folder" in err
+
+
+def test_inference_computes_seg_on_the_fly_from_control_prompt(sam, grounding, overlay, clips):
+    """An inference entry with `seg: {control_prompt: ...}` and no control_path: the frames go
+    through Grounding DINO + SAM2 with that prompt, coloured as the seg videos are."""
+    from cosmos_posttrain.inference import ControlModels, control_frames
+    from cosmos_posttrain.inference_spec import ControlSpec, InferenceSpec
+
+    model, processor = sam
+    detector, detector_processor = grounding
+    segmenter = Segmenter(model, processor, detector, detector_processor)
+    computed = ControlModels(torch.device("cpu"), "unused", "unused", "unused")
+    computed._seg = segmenter  # the tiny models stand in for the hub ones
+    frames = read_frames(clips["seg"])
+    spec = InferenceSpec(
+        name="seg",
+        prompt="a street",
+        video_path=clips["seg"],
+        controls=[ControlSpec("seg", control_prompt="person, car")],
+    )
+    out = control_frames(spec, "seg", frames, (frames.shape[2], frames.shape[1]), computed)
+    expected = colour_frames(segmenter.masks(frames, Prompt("prompt", text="person, car")))
+    assert out.shape == frames.shape and out.any()
+    np.testing.assert_array_equal(out, expected)

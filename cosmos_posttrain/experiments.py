@@ -48,7 +48,9 @@ BASE: dict[str, Any] = {
             # with gradient_checkpointing: full | save_attention (keep the attention outputs,
             # recompute the rest: 29% faster at the seed shape, 12 GiB more; docs/BENCHMARKS.md)
             "recompute": "save_attention",
-            "compile": False,  # torch.compile each block (GPU: another 16% off a step)
+            # torch.compile each block: 16% off a GPU step and 8.5 GiB less; with it the seed
+            # shape fits one 80 GB GPU encoders included (68.0 GiB, docs/BENCHMARKS.md)
+            "compile": True,
             "dtype": "bfloat16",  # training precision of the forward pass
         },
         "pretrained": {
@@ -114,7 +116,12 @@ BASE: dict[str, Any] = {
 TINY_OVERRIDES: dict[str, Any] = {
     "model": {
         "preset": "tiny",
-        "config": {"state_t": 3, "gradient_checkpointing": False, "dtype": "float32"},
+        "config": {
+            "state_t": 3,
+            "gradient_checkpointing": False,
+            "compile": False,  # on a CPU the compilation costs more than it saves
+            "dtype": "float32",
+        },
         "text_encoder": {"max_length": 32},
     },
     "dataloader_train": {

@@ -25,6 +25,8 @@ from .checkpoint import is_complete, load_controlnet_weights
 from .cli import run_cli, split_overrides
 from .controls import blur_preset, edge_preset
 from .data import nearest_bucket, resize_and_pad
+from .depth import ENCODERS as DEPTH_ENCODERS
+from .depth import DepthEstimator, normalise_video
 from .distributed import World, init_world, shutdown
 from .errors import CosmosPosttrainError
 from .experiments import build_config, control_kind
@@ -34,14 +36,15 @@ from .models import Models, build_models, load_state_file, sync_shared_modules
 from .parallelize import parallelize
 from .progress import progress
 from .sampling import generate_latents, side_by_side, to_uint8_frames
+from .seg import GROUNDING_MODEL, SAM2_MODEL, Prompt, Segmenter, colour_frames
 from .video_io import probe_video, read_frames, write_video
 
 log = logging.getLogger("cosmos_posttrain.inference")
 
-DEFAULT_CONTROL_MODELS = {
-    "depth_model": "depth-anything/Depth-Anything-V2-Small-hf",
-    "sam_model": "facebook/sam2.1-hiera-large",
-    "grounding_model": "IDEA-Research/grounding-dino-base",
+DEFAULT_CONTROL_MODELS = {  # the same defaults as the depth and seg commands
+    "depth_model": DEPTH_ENCODERS["vits"],
+    "sam_model": SAM2_MODEL,
+    "grounding_model": GROUNDING_MODEL,
 }
 
 
@@ -117,15 +120,11 @@ class ControlModels:
         self._seg = None
 
     def depth(self, video: np.ndarray) -> np.ndarray:
-        from .depth import DepthEstimator, normalise_video
-
         if self._depth is None:
             self._depth = DepthEstimator.from_pretrained(self.ids["depth"], self.device)
         return normalise_video(self._depth.relative_depth(iter(video), len(video)))
 
     def seg(self, video: np.ndarray, text: str) -> np.ndarray:
-        from .seg import Prompt, Segmenter, colour_frames
-
         if self._seg is None:
             self._seg = Segmenter.from_pretrained(
                 self.ids["sam"], self.ids["grounding"], self.device
@@ -239,7 +238,7 @@ def generate_entry(
         )
         generated = to_uint8_frames(models.tokenizer.decode(latents)[0])
         output.append(generated if index == 0 else generated[overlap:])
-    if bar is None:
+    if not writer:
         return None
     bar.close()
     result = np.concatenate(output)[: len(video)]

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from .context_parallel import blocks_of, set_self_attention
@@ -80,10 +80,6 @@ def fsdp_loss_scale(cp: int) -> float:
     loss (to be summed) and DP ranks hold different clips (to be averaged): scale the loss by
     cp before the backward. (A custom divide factor would need NCCL's PREMUL_SUM, not gloo.)"""
     return float(cp)
-
-
-def is_sharded(model: nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
 
 
 def parallelize(

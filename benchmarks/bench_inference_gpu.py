@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
+from torch.nn import attention
 
 from cosmos_posttrain.context_parallel import set_self_attention, shard_time
 from cosmos_posttrain.distributed import init_world
@@ -54,6 +55,7 @@ def main() -> None:
     )
     p.add_argument("--out", default="benchmarks/results/inference.jsonl")
     p.add_argument("--quality", action="store_true")
+    p.add_argument("--quality-kernels", default="sdpa,sage,fa4")
     args = p.parse_args()
     # under torchrun, every process takes part in each call: Ulysses CP over all of them
     world = init_world("cpu" if TINY else "cuda", int(os.environ.get("WORLD_SIZE", "1")))
@@ -90,6 +92,8 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def use_kernel(kernel: str) -> None:
+        if kernel != "fa4" and getattr(attention, "current_flash_attention_impl", str)() == "FA4":
+            attention.restore_flash_attention_impl()  # SDPA's flash backend back to Flash-2
         set_self_attention(base, world.cp_group, kernel)
         set_self_attention(ctrl, world.cp_group, kernel)
 
@@ -103,8 +107,9 @@ def main() -> None:
                 block.compile()
             compiled = True
 
-        use_kernel("sage" if backend == "sage" else "sdpa")
-        backend = "native" if backend == "sage" else backend
+        own_kernel = backend in ("sage", "fa4")  # the project's processor, not diffusers'
+        use_kernel(backend if own_kernel else "sdpa")
+        backend = "native" if own_kernel else backend
 
         def step(mode: str = mode, backend: str = backend) -> torch.Tensor:
             with torch.no_grad(), attention_backend(backend):
@@ -190,7 +195,7 @@ def quality(args, base, ctrl, inputs, use_kernel) -> None:
     use_kernel("sdpa")
     reference = velocity(torch.float32, "_native_efficient" if not TINY else "native")
     results = {}
-    for kernel in ("sdpa", "sage") if not TINY else ("sdpa",):
+    for kernel in args.quality_kernels.split(",") if not TINY else ("sdpa",):
         use_kernel(kernel)
         v = velocity(torch.bfloat16 if not TINY else torch.float32, "native")
         results[kernel] = float((v - reference).norm() / reference.norm())

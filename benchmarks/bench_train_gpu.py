@@ -118,6 +118,28 @@ def train_step(args, world, encoders, use_fsdp: bool, state, iteration: int) -> 
     return float(loss.detach())
 
 
+def profile_step(step) -> dict:
+    """Where one step's GPU time goes: kernel time summed by kind (seconds), printed as a table
+    of the 25 costliest kernels too."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step(99)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    kinds = {
+        "attention": ("flash", "fmha", "attention", "Flash", "Sm90"),
+        "matmul": ("gemm", "Gemm", "nvjet", "cutlass", "xmma", "sm90_"),
+        "optimizer": ("adam", "Adam", "foreach", "multi_tensor"),
+    }
+    totals: dict[str, float] = {}
+    for event in kernels:
+        kind = next((k for k, keys in kinds.items() if any(s in event.key for s in keys)), "other")
+        totals[kind] = totals.get(kind, 0.0) + event.device_time_total / 1e6
+    print(prof.key_averages().table(sort_by="device_time_total", row_limit=25), flush=True)
+    return {k: round(v, 3) for k, v in sorted(totals.items())}
+
+
 def time_checkpoints(folder: Path, state) -> dict:
     """Seconds a save blocks training, synchronous and asynchronous (DCP), and until written."""
     from types import SimpleNamespace
@@ -154,6 +176,7 @@ def main() -> None:
     p.add_argument("--encoders", action="store_true")
     p.add_argument("--fsdp", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--out", default="benchmarks/results/train_step.jsonl")
+    p.add_argument("--profile", action="store_true", help="also profile one step's kernels")
     p.add_argument(
         "--checkpoint-dir",
         default="",
@@ -180,7 +203,8 @@ def main() -> None:
         encoders = (WanTokenizer(vae).to(device), text_encoder_7b(device))
 
     for variant in args.variants.split(","):
-        recompute, mode = variant.split(":")
+        recompute, mode, *kernel = variant.split(":")  # kernel: sdpa (default) | fa4 | sage
+        kernel = kernel[0] if kernel else "sdpa"
         gc.collect()
         torch.cuda.empty_cache()
         torch.manual_seed(0)
@@ -194,6 +218,7 @@ def main() -> None:
             parallelize(
                 model,
                 cp_group=world.cp_group,
+                attention_kernel=kernel,
                 recompute=recompute,
                 compile=mode == "compile",
                 fsdp_mesh=mesh if model is ctrl else None,
@@ -220,6 +245,7 @@ def main() -> None:
             "tokens": tokens,
             "recompute": recompute,
             "compile": mode == "compile",
+            "attention_kernel": kernel,
             "fsdp": use_fsdp,
             "encoders": args.encoders,
             "torch": torch.__version__,
@@ -258,6 +284,8 @@ def main() -> None:
             )
             if args.checkpoint_dir:
                 record.update(time_checkpoints(Path(args.checkpoint_dir) / variant, state))
+            if args.profile and world.is_main:
+                record["gpu_time_by_kind"] = profile_step(step)
         except torch.OutOfMemoryError:
             record["error"] = "OOM"
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too

@@ -11,6 +11,8 @@ whole clip, sliced for the shard.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -36,11 +38,80 @@ def _heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     return gathered.permute(1, 2, 0, 3, 4).reshape(b, s // cp, cp * h, d)
 
 
-ATTENTION_KERNELS = ("sdpa", "sage")
+ATTENTION_KERNELS = ("sdpa", "fa4", "sage")
+
+
+def fa4_available(device: torch.device | str) -> bool:
+    """Whether the FA4 kernel can run here: a Hopper or Blackwell GPU, PyTorch's FA4 registry
+    and the flash-attn-4 package."""
+    from importlib.util import find_spec
+
+    from torch.nn import attention
+
+    device = torch.device(device)
+    return (
+        device.type == "cuda"
+        and torch.cuda.get_device_capability(device)[0] in (9, 10)
+        and "FA4" in getattr(attention, "list_flash_attention_impls", list)()
+        and find_spec("flash_attn") is not None
+        and find_spec("flash_attn.cute") is not None
+    )
+
+
+def resolve_attention_kernel(kernel: str, device: torch.device | str) -> str:
+    """`auto` becomes the fastest kernel that runs here (fa4, else sdpa); others stay as named."""
+    if kernel == "auto":
+        return "fa4" if fa4_available(device) else "sdpa"
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"attention kernel {kernel!r}: use auto or one of {ATTENTION_KERNELS}")
+    return kernel
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return dispatch_attention_fn(q, k, v, dropout_p=0.0, is_causal=False)
+
+
+def activate_fa4() -> None:
+    """Route PyTorch's SDPA flash backend to FlashAttention-4 (the flash-attn-4 package: CuTe
+    kernels with Hopper's wgmma/TMA path, forward and backward). PyTorch registers the kernels
+    itself, so autograd and torch.compile keep seeing plain SDPA."""
+    from torch.nn import attention
+
+    if "FA4" not in getattr(attention, "list_flash_attention_impls", list)():
+        raise RuntimeError(
+            f"attention kernel 'fa4' needs torch >= 2.11 (this is torch {torch.__version__})"
+        )
+    try:
+        import flash_attn.cute  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            "attention kernel 'fa4' needs the flash-attn-4 package (pip install "
+            "'flash-attn-4[cu13]') and an NVIDIA Hopper or Blackwell GPU"
+        ) from exc
+    if attention.current_flash_attention_impl() == "FA4":
+        return
+    from torch.nn.attention._fa4 import register_flash_attention_fa4
+
+    attention.register_flash_attention_impl(
+        "FA4",
+        register_fn=functools.partial(
+            register_flash_attention_fa4, module_path="cosmos_posttrain.fa4_kernels"
+        ),
+    )
+    attention.activate_flash_attention_impl("FA4")
+
+
+def _fa4(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if q.dtype not in (torch.bfloat16, torch.float16):
+        return _sdpa(q, k, v)  # FA4 takes 16-bit inputs only (an fp32 tiny model on a GPU)
+
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
+    return out.transpose(1, 2)
 
 
 def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -63,8 +134,10 @@ class CosmosSelfAttention:
     def __init__(self, group: dist.ProcessGroup | None = None, kernel: str = "sdpa") -> None:
         if kernel not in ATTENTION_KERNELS:
             raise ValueError(f"attention kernel {kernel!r}: use one of {ATTENTION_KERNELS}")
+        if kernel == "fa4":
+            activate_fa4()
         self.group = group
-        self.kernel = _sage if kernel == "sage" else _sdpa
+        self.kernel = {"sdpa": _sdpa, "fa4": _fa4, "sage": _sage}[kernel]
 
     def __call__(
         self,

@@ -51,6 +51,10 @@ BASE: dict[str, Any] = {
             # torch.compile each block: 16% off a GPU step and 8.5 GiB less; with it the seed
             # shape fits one 80 GB GPU encoders included (68.0 GiB, docs/BENCHMARKS.md)
             "compile": True,
+            # self-attention kernel: auto (FlashAttention-4 when flash-attn-4 is installed and the
+            # GPU is a Hopper or Blackwell, else PyTorch SDPA) | sdpa | fa4 | sage (inference);
+            # FA4 takes an H100 step from 14.2 s to 12.1 s (docs/BENCHMARKS.md)
+            "attention_kernel": "auto",
             "dtype": "bfloat16",  # training precision of the forward pass
         },
         "pretrained": {

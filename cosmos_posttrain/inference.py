@@ -312,6 +312,7 @@ def run(
             parallelize(
                 model,
                 cp_group=world.cp_group,
+                attention_kernel=str(config.model.config.attention_kernel),
                 recompute="none",
                 compile=bool(config.model.config.compile),
             )

@@ -19,7 +19,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from .context_parallel import blocks_of, set_self_attention
+from .context_parallel import blocks_of, resolve_attention_kernel, set_self_attention
 
 RECOMPUTE_POLICIES = ("none", "full", "save_attention")
 
@@ -86,13 +86,15 @@ def parallelize(
     model: nn.Module,
     *,
     cp_group: dist.ProcessGroup | None = None,
-    attention_kernel: str = "sdpa",
+    attention_kernel: str = "auto",
     recompute: str = "full",
     compile: bool = False,
     fsdp_mesh=None,
 ) -> nn.Module:
-    """Apply everything above to one Cosmos model, in the order that composes."""
-    set_self_attention(model, cp_group, attention_kernel)
+    """Apply everything above to one Cosmos model, in the order that composes. The attention
+    kernel `auto` picks FA4 where it runs (see context_parallel.resolve_attention_kernel)."""
+    device = next(model.parameters()).device
+    set_self_attention(model, cp_group, resolve_attention_kernel(attention_kernel, device))
     apply_recompute(model, recompute)
     if compile:
         compile_blocks(model)

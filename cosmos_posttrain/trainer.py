@@ -94,6 +94,7 @@ def _train(config: DictConfig, world: World) -> Path:
         parallelize(
             model,
             cp_group=world.cp_group,
+            attention_kernel=str(cfg.attention_kernel),
             recompute=str(cfg.recompute) if cfg.gradient_checkpointing else "none",
             compile=bool(cfg.compile),
             fsdp_mesh=fsdp_mesh(world) if sharded and model is models.controlnet else None,

@@ -73,3 +73,50 @@ def test_unknown_policy_and_kernel_are_refused(models):
         parallelize(base, recompute="some")
     with pytest.raises(ValueError, match="attention kernel 'flash4'"):
         parallelize(base, attention_kernel="flash4")
+
+
+def test_attention_kernel_auto_falls_back_to_sdpa_where_fa4_cannot_run():
+    from cosmos_posttrain.context_parallel import fa4_available, resolve_attention_kernel
+
+    assert not fa4_available("cpu")
+    assert resolve_attention_kernel("auto", "cpu") == "sdpa"
+    assert resolve_attention_kernel("sage", "cpu") == "sage"
+    with pytest.raises(ValueError, match="'flash'.*auto.*sdpa.*fa4"):
+        resolve_attention_kernel("flash", "cpu")
+
+
+def test_fa4_asked_for_without_its_package_says_what_to_install(models, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # as if not installed
+    with pytest.raises(RuntimeError, match="flash-attn-4"):
+        parallelize(copy.deepcopy(models[0]), attention_kernel="fa4")
+
+
+def test_fa4_kernels_module_hands_pytorch_exactly_out_and_lse(monkeypatch):
+    """torch 2.11's FA4 glue unpacks two values; flash-attn-4 releases return more."""
+    import importlib
+    import sys
+    import types
+
+    interface = types.ModuleType("flash_attn.cute.interface")
+    interface._flash_attn_fwd = lambda q, k, v, **kw: (q + 1, k.sum(-1), "extra", None)
+    interface._flash_attn_bwd = object()
+    cute = types.ModuleType("flash_attn.cute")
+    cute.interface = interface
+    package = types.ModuleType("flash_attn")
+    package.cute = cute
+    for name, module in [
+        ("flash_attn", package),
+        ("flash_attn.cute", cute),
+        ("flash_attn.cute.interface", interface),
+    ]:
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "cosmos_posttrain.fa4_kernels", raising=False)
+    kernels = importlib.import_module("cosmos_posttrain.fa4_kernels")
+    q = torch.zeros(1, 4, 2, 8)
+    result = kernels._flash_attn_fwd(q, q, q, softmax_scale=0.1, return_lse=True)
+    assert len(result) == 2
+    assert torch.equal(result[0], q + 1) and result[1].shape == (1, 4, 2)
+    assert kernels._flash_attn_bwd is interface._flash_attn_bwd
+    monkeypatch.delitem(sys.modules, "cosmos_posttrain.fa4_kernels")

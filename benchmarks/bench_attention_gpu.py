@@ -114,6 +114,7 @@ def main() -> None:
         "cudnn": sdpa_with(SDPBackend.CUDNN_ATTENTION),
         "fa4": context_parallel._fa4,
         "fa4_direct": fa4_direct,
+        "sage": context_parallel._sage,  # SageAttention (INT8 Q.K, FP8 P.V on sm90): forward only
     }
     gen = torch.Generator("cuda").manual_seed(0)
     for batch in map(int, args.batches.split(",")):
@@ -132,8 +133,8 @@ def main() -> None:
                 context_parallel.activate_fa4()
             elif attention.current_flash_attention_impl() == "FA4":
                 attention.restore_flash_attention_impl()
-            forward_only = name.startswith("fa4_tile:")
-            kernel = fa4_tile(name.split(":")[1]) if forward_only else kernels[name]
+            forward_only = name.startswith("fa4_tile:") or name == "sage"
+            kernel = fa4_tile(name.split(":")[1]) if name.startswith("fa4_tile:") else kernels[name]
             inputs = [t.bfloat16().requires_grad_(not forward_only) for t in (q, k, v)]
             g = grad_out.bfloat16()
             try:

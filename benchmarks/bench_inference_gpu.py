@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
+from gpu_profile import profile_gpu_time
 from torch.nn import attention
 
 from cosmos_posttrain.context_parallel import set_self_attention, shard_time
@@ -56,6 +57,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/inference.jsonl")
     p.add_argument("--quality", action="store_true")
     p.add_argument("--quality-kernels", default="sdpa,sage,fa4")
+    p.add_argument("--profile", action="store_true", help="also profile one step's kernels")
     args = p.parse_args()
     # under torchrun, every process takes part in each call: Ulysses CP over all of them
     world = init_world("cpu" if TINY else "cuda", int(os.environ.get("WORLD_SIZE", "1")))
@@ -167,6 +169,8 @@ def main() -> None:
                 if device.type == "cuda"
                 else None,
             )
+            if args.profile and device.type == "cuda":
+                record["gpu_time_by_kind"] = profile_gpu_time(step)
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too
             record["error"] = repr(exc)[:300]
         if not world.is_main:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import json
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
+from gpu_profile import profile_gpu_time
 from torch.distributed.device_mesh import init_device_mesh
 
 from cosmos_posttrain.context_parallel import shard_time
@@ -116,28 +118,6 @@ def train_step(args, world, encoders, use_fsdp: bool, state, iteration: int) -> 
     optimizer.zero_grad(set_to_none=True)
     ema.update(ctrl, iteration)
     return float(loss.detach())
-
-
-def profile_step(step) -> dict:
-    """Where one step's GPU time goes: kernel time summed by kind (seconds), printed as a table
-    of the 25 costliest kernels too."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step(99)
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-    kinds = {
-        "attention": ("flash", "fmha", "attention", "Flash", "Sm90"),
-        "matmul": ("gemm", "Gemm", "nvjet", "cutlass", "xmma", "sm90_"),
-        "optimizer": ("adam", "Adam", "foreach", "multi_tensor"),
-    }
-    totals: dict[str, float] = {}
-    for event in kernels:
-        kind = next((k for k, keys in kinds.items() if any(s in event.key for s in keys)), "other")
-        totals[kind] = totals.get(kind, 0.0) + event.device_time_total / 1e6
-    print(prof.key_averages().table(sort_by="device_time_total", row_limit=25), flush=True)
-    return {k: round(v, 3) for k, v in sorted(totals.items())}
 
 
 def time_checkpoints(folder: Path, state) -> dict:
@@ -285,7 +265,7 @@ def main() -> None:
             if args.checkpoint_dir:
                 record.update(time_checkpoints(Path(args.checkpoint_dir) / variant, state))
             if args.profile and world.is_main:
-                record["gpu_time_by_kind"] = profile_step(step)
+                record["gpu_time_by_kind"] = profile_gpu_time(functools.partial(step, 99))
         except torch.OutOfMemoryError:
             record["error"] = "OOM"
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too

@@ -115,14 +115,17 @@ def _fa4(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SageAttention (INT8 Q.K with smoothed K, 16-bit P.V; forward only): about twice the
-    throughput of bf16 attention on Hopper, for inference."""
+    """SageAttention, forward only (inference): INT8 Q.K with smoothed K. SageAttention 2
+    (built from source) runs FP8 P.V with Hopper kernels: 833 TFLOP/s on an H100 against
+    FA4's 681, 217 s per chunk against 244 s; PyPI's 1.0.6 (Triton) is slower than bf16 SDPA
+    on Hopper. Measured in docs/BENCHMARKS.md."""
     try:
         from sageattention import sageattn
     except ImportError as exc:
         raise RuntimeError(
-            "attention kernel 'sage' needs the sageattention package (pip install "
-            "sageattention==1.0.6) and a CUDA GPU"
+            "attention kernel 'sage' needs the sageattention package (SageAttention 2 built "
+            "from github.com/thu-ml/SageAttention for Hopper; PyPI has only the slower 1.0.6) "
+            "and a CUDA GPU"
         ) from exc
     return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
 

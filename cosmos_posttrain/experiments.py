@@ -268,6 +268,13 @@ def check_config(config: DictConfig, world_size: int = 1) -> None:
         problems.append(
             "model.config.conditional_frames_probs must be 3 probabilities summing to 1"
         )
+    kernel = str(config.model.config.attention_kernel)
+    if kernel not in ("auto", "sdpa", "fa4"):
+        forward_only = " (sage has no backward: it is for inference)" if kernel == "sage" else ""
+        problems.append(
+            f"model.config.attention_kernel={kernel!r}: training takes auto, sdpa or fa4"
+            + forward_only
+        )
     if config.trainer.grad_accum_iter < 1 or config.trainer.max_iter < 1:
         problems.append("trainer.max_iter and trainer.grad_accum_iter must be at least 1")
     if config.checkpoint.save_iter < 1:

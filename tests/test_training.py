@@ -107,6 +107,8 @@ def test_unknown_keys_are_errors(overrides, message):
         (["model_parallel.context_parallel_size=5"], 5, "must divide model.config.state_t (24)"),
         (["model_parallel.context_parallel_size=3"], 3, "must divide the attention heads (16)"),
         (["model_parallel.context_parallel_size=2"], 3, "must divide the world size (3)"),
+        (["model.config.attention_kernel=sage"], 1, "sage has no backward: it is for inference"),
+        (["model.config.attention_kernel=flash"], 1, "'flash': training takes auto, sdpa or fa4"),
     ],
 )
 def test_launch_checks(overrides, world, message):

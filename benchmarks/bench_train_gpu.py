@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
+from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
 from torch.distributed.device_mesh import init_device_mesh
 
@@ -183,8 +184,11 @@ def main() -> None:
         encoders = (WanTokenizer(vae).to(device), text_encoder_7b(device))
 
     for variant in args.variants.split(","):
-        recompute, mode, *kernel = variant.split(":")  # kernel: sdpa (default) | fa4 | sage
-        kernel = kernel[0] if kernel else "sdpa"
+        # recompute:mode[:kernel[:cross]]: the self-attention kernel (sdpa | fa4) and the
+        # diffusers attention backend of the cross-attention (default: its own choice)
+        recompute, mode, *rest = variant.split(":")
+        kernel, cross = (rest + ["sdpa", "native"][len(rest) :])[:2]
+        torch._dynamo.reset()  # each variant compiles afresh (no shared recompile budget)
         gc.collect()
         torch.cuda.empty_cache()
         torch.manual_seed(0)
@@ -210,8 +214,9 @@ def main() -> None:
 
         state = (base, ctrl, trained, optimizer, ema, g)
 
-        def step(iteration: int, state=state) -> float:
-            return train_step(args, world, encoders, use_fsdp, state, iteration)
+        def step(iteration: int, state=state, cross=cross) -> float:
+            with attention_backend(cross):
+                return train_step(args, world, encoders, use_fsdp, state, iteration)
 
         record = {
             "date": datetime.date.today().isoformat(),
@@ -226,6 +231,7 @@ def main() -> None:
             "recompute": recompute,
             "compile": mode == "compile",
             "attention_kernel": kernel,
+            "cross_attention_backend": cross,
             "fsdp": use_fsdp,
             "encoders": args.encoders,
             "torch": torch.__version__,

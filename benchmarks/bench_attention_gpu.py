@@ -23,7 +23,7 @@ import torch
 from torch.nn import attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cosmos_posttrain import context_parallel
+from cosmos_posttrain import attention_kernels
 
 
 def sdpa_with(backend: SDPBackend):
@@ -112,9 +112,9 @@ def main() -> None:
     kernels = {
         "flash2": sdpa_with(SDPBackend.FLASH_ATTENTION),
         "cudnn": sdpa_with(SDPBackend.CUDNN_ATTENTION),
-        "fa4": context_parallel._fa4,
+        "fa4": attention_kernels.fa4_attention,
         "fa4_direct": fa4_direct,
-        "sage": context_parallel._sage,  # SageAttention (INT8 Q.K, FP8 P.V on sm90): forward only
+        "sage": attention_kernels.sage_attention,  # INT8 Q.K, FP8 P.V on sm90: forward only
     }
     gen = torch.Generator("cuda").manual_seed(0)
     for batch in map(int, args.batches.split(",")):
@@ -130,7 +130,7 @@ def main() -> None:
         fwd_flops = 4 * batch * args.tokens**2 * args.heads * args.head_dim
         for name in args.kernels.split(","):
             if name == "fa4":
-                context_parallel.activate_fa4()
+                attention_kernels.activate_fa4()
             elif attention.current_flash_attention_impl() == "FA4":
                 attention.restore_flash_attention_impl()
             forward_only = name.startswith("fa4_tile:") or name == "sage"

@@ -1,5 +1,5 @@
 """Ulysses context parallelism for the diffusers Cosmos models (ours: diffusers has no plan),
-and the choice of self-attention kernel, which lives in the same processor.
+in the self-attention processor that also calls the chosen kernel (attention_kernels.py).
 
 The video tokens of one clip are split along latent time over the ranks of a context-parallel
 group. Everything per token (patch embedding, adaLN, MLP, cross-attention to the full text,
@@ -11,13 +11,12 @@ whole clip, sliced for the shard.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.distributed as dist
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
+
+from .attention_kernels import KERNELS, activate_fa4
 
 
 def _seq_to_heads(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
@@ -38,109 +37,17 @@ def _heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     return gathered.permute(1, 2, 0, 3, 4).reshape(b, s // cp, cp * h, d)
 
 
-ATTENTION_KERNELS = ("sdpa", "fa4", "sage")
-
-
-def fa4_available(device: torch.device | str) -> bool:
-    """Whether the FA4 kernel can run here: a Hopper or Blackwell GPU, PyTorch's FA4 registry
-    and the flash-attn-4 package."""
-    from importlib.util import find_spec
-
-    from torch.nn import attention
-
-    device = torch.device(device)
-    return (
-        device.type == "cuda"
-        and torch.cuda.get_device_capability(device)[0] in (9, 10)
-        and "FA4" in getattr(attention, "list_flash_attention_impls", list)()
-        and find_spec("flash_attn") is not None
-        and find_spec("flash_attn.cute") is not None
-    )
-
-
-def resolve_attention_kernel(kernel: str, device: torch.device | str) -> str:
-    """`auto` becomes the fastest kernel that runs here (fa4, else sdpa); others stay as named."""
-    if kernel == "auto":
-        return "fa4" if fa4_available(device) else "sdpa"
-    if kernel not in ATTENTION_KERNELS:
-        raise ValueError(f"attention kernel {kernel!r}: use auto or one of {ATTENTION_KERNELS}")
-    return kernel
-
-
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return dispatch_attention_fn(q, k, v, dropout_p=0.0, is_causal=False)
-
-
-def activate_fa4() -> None:
-    """Route PyTorch's SDPA flash backend to FlashAttention-4 (the flash-attn-4 package: CuTe
-    kernels with Hopper's wgmma/TMA path, forward and backward). PyTorch registers the kernels
-    itself, so autograd and torch.compile keep seeing plain SDPA."""
-    from torch.nn import attention
-
-    if "FA4" not in getattr(attention, "list_flash_attention_impls", list)():
-        raise RuntimeError(
-            f"attention kernel 'fa4' needs torch >= 2.11 (this is torch {torch.__version__})"
-        )
-    try:
-        import flash_attn.cute  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(
-            "attention kernel 'fa4' needs the flash-attn-4 package (pip install "
-            "'flash-attn-4[cu13]') and an NVIDIA Hopper or Blackwell GPU"
-        ) from exc
-    if attention.current_flash_attention_impl() == "FA4":
-        return
-    from torch.nn.attention._fa4 import register_flash_attention_fa4
-
-    attention.register_flash_attention_impl(
-        "FA4",
-        register_fn=functools.partial(
-            register_flash_attention_fa4, module_path="cosmos_posttrain.fa4_kernels"
-        ),
-    )
-    attention.activate_flash_attention_impl("FA4")
-
-
-def _fa4(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if q.dtype not in (torch.bfloat16, torch.float16):
-        return _sdpa(q, k, v)  # FA4 takes 16-bit inputs only (an fp32 tiny model on a GPU)
-
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        out = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        )
-    return out.transpose(1, 2)
-
-
-def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SageAttention, forward only (inference): INT8 Q.K with smoothed K. SageAttention 2
-    (built from source) runs FP8 P.V with Hopper kernels: 833 TFLOP/s on an H100 against
-    FA4's 681, 217 s per chunk against 244 s; PyPI's 1.0.6 (Triton) is slower than bf16 SDPA
-    on Hopper. Measured in docs/BENCHMARKS.md."""
-    try:
-        from sageattention import sageattn
-    except ImportError as exc:
-        raise RuntimeError(
-            "attention kernel 'sage' needs the sageattention package (SageAttention 2 built "
-            "from github.com/thu-ml/SageAttention for Hopper; PyPI has only the slower 1.0.6) "
-            "and a CUDA GPU"
-        ) from exc
-    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
-
-
 class CosmosSelfAttention:
     """The self-attention of a Cosmos block (as diffusers' CosmosAttnProcessor2_0 computes it)
     with a chosen kernel and, under context parallelism, the two all-to-alls around it."""
 
     def __init__(self, group: dist.ProcessGroup | None = None, kernel: str = "sdpa") -> None:
-        if kernel not in ATTENTION_KERNELS:
-            raise ValueError(f"attention kernel {kernel!r}: use one of {ATTENTION_KERNELS}")
+        if kernel not in KERNELS:
+            raise ValueError(f"attention kernel {kernel!r}: use one of {tuple(KERNELS)}")
         if kernel == "fa4":
             activate_fa4()
         self.group = group
-        self.kernel = {"sdpa": _sdpa, "fa4": _fa4, "sage": _sage}[kernel]
+        self.kernel = KERNELS[kernel]
 
     def __call__(
         self,

@@ -19,7 +19,8 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from .context_parallel import blocks_of, resolve_attention_kernel, set_self_attention
+from .attention_kernels import resolve_attention_kernel
+from .context_parallel import blocks_of, set_self_attention
 
 RECOMPUTE_POLICIES = ("none", "full", "save_attention")
 
@@ -92,7 +93,7 @@ def parallelize(
     fsdp_mesh=None,
 ) -> nn.Module:
     """Apply everything above to one Cosmos model, in the order that composes. The attention
-    kernel `auto` picks FA4 where it runs (see context_parallel.resolve_attention_kernel)."""
+    kernel `auto` picks FA4 where it runs (see attention_kernels.resolve_attention_kernel)."""
     device = next(model.parameters()).device
     set_self_attention(model, cp_group, resolve_attention_kernel(attention_kernel, device))
     apply_recompute(model, recompute)

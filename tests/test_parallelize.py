@@ -76,7 +76,7 @@ def test_unknown_policy_and_kernel_are_refused(models):
 
 
 def test_attention_kernel_auto_falls_back_to_sdpa_where_fa4_cannot_run():
-    from cosmos_posttrain.context_parallel import fa4_available, resolve_attention_kernel
+    from cosmos_posttrain.attention_kernels import fa4_available, resolve_attention_kernel
 
     assert not fa4_available("cpu")
     assert resolve_attention_kernel("auto", "cpu") == "sdpa"

@@ -2,9 +2,11 @@
 
 Attention is 91% of a post-training step's FLOPs and 85% of an inference call's, so the kernel
 decides both. Shape: one clip of 84,480 video tokens, 16 heads of 128 (bf16, no mask), batch 1
-(training) and 2 (inference's guided and unguided calls batched). Kernels, all through the
-project's attention processor functions: PyTorch SDPA's flash (FlashAttention-2) and cuDNN
-backends, and FlashAttention-4 (`fa4`, the flash-attn-4 package registered into SDPA by PyTorch).
+(training) and 2 (inference's guided and unguided calls batched). Kernels: PyTorch SDPA's flash
+(FlashAttention-2, `flash2`) and cuDNN backends; the project's `fa4` (flash-attn-4 registered
+into SDPA by PyTorch) and `sage` (SageAttention, forward only) from attention_kernels.py;
+`fa4_direct` (flash-attn-4's own autograd function) and `fa4_tile:MxN` (its Hopper forward with
+another tile, forward only) to see what the registry and the tile choice cost.
 Error is relative to an fp32 reference (mem-efficient SDPA in fp32), for the output and for the
 three input gradients. Results go to benchmarks/results/attention.jsonl.
 Run on a GPU machine: `python benchmarks/bench_attention_gpu.py`.

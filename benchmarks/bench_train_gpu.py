@@ -6,8 +6,11 @@ parallel rank (latents 16 x 24 x 88 x 160 = 84,480 tokens, text 512 x 100352), t
 project's own code: `parallelize` (attention processor and Ulysses CP, recompute policy,
 compile, FSDP2), `objective` (noisy input, velocity, loss), fused AdamW, power EMA.
 
-Variants are `recompute:compile` pairs (recompute in none|full|save_attention; compile in
-eager|compile). `--encoders` also keeps the text encoder (Qwen2.5-VL-7B architecture) and the
+Variants are `recompute:mode[:kernel[:cross]]`: recompute in none|full|save_attention, mode in
+eager|compile, the self-attention kernel (attention_kernels.py: sdpa by default here, fa4, auto)
+and the diffusers attention backend for everything else that goes through its dispatcher, the
+cross-attention above all (default `native`, PyTorch's own choice: cuDNN on Hopper).
+`--encoders` also keeps the text encoder (Qwen2.5-VL-7B architecture) and the
 Wan2.1 VAE on the GPU and runs both in every step, as the trainer does. Model FLOPs are counted
 like shared/bench's baseline (forward + a backward with input gradients only through the frozen
 base; recompute not counted); MFU is against 989 TFLOP/s. One JSON line per variant goes to
@@ -187,7 +190,10 @@ def main() -> None:
         # recompute:mode[:kernel[:cross]]: the self-attention kernel (sdpa | fa4) and the
         # diffusers attention backend of the cross-attention (default: its own choice)
         recompute, mode, *rest = variant.split(":")
-        kernel, cross = (rest + ["sdpa", "native"][len(rest) :])[:2]
+        if len(rest) > 2:
+            raise SystemExit(f"variant {variant!r}: use recompute:mode[:kernel[:cross]]")
+        kernel = rest[0] if rest else "sdpa"
+        cross = rest[1] if len(rest) > 1 else "native"
         torch._dynamo.reset()  # each variant compiles afresh (no shared recompile budget)
         gc.collect()
         torch.cuda.empty_cache()
@@ -270,8 +276,10 @@ def main() -> None:
             )
             if args.checkpoint_dir:
                 record.update(time_checkpoints(Path(args.checkpoint_dir) / variant, state))
-            if args.profile and world.is_main:
-                record["gpu_time_by_kind"] = profile_gpu_time(functools.partial(step, 99))
+            if args.profile:  # every rank steps (collectives); the main rank prints
+                record["gpu_time_by_kind"] = profile_gpu_time(
+                    functools.partial(step, 99), rows=25 if world.is_main else 0
+                )
         except torch.OutOfMemoryError:
             record["error"] = "OOM"
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too

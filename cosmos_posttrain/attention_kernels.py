@@ -10,32 +10,86 @@ sage: SageAttention, quantised and forward only, for inference.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from torch.nn import attention
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return dispatch_attention_fn(q, k, v, dropout_p=0.0, is_causal=False)
 
 
-def activate_fa4() -> None:
-    """Route PyTorch's SDPA flash backend to FlashAttention-4 (the flash-attn-4 package: CuTe
-    kernels with Hopper's wgmma/TMA path, forward and backward). PyTorch registers the kernels
-    itself, so autograd and torch.compile keep seeing plain SDPA."""
-    from torch.nn import attention
+def fa4_dtype(q: torch.Tensor) -> torch.dtype | None:
+    """The 16-bit dtype FA4 runs in for `q`, or None where there is none. Under autocast that is
+    the autocast dtype even when q is fp32: the trained branch keeps fp32 weights, and its fp32
+    RMSNorm of q and k gives fp32 tensors that SDPA would have cast down anyway."""
+    half = (torch.bfloat16, torch.float16)
+    if q.dtype in half:
+        return q.dtype
+    if torch.is_autocast_enabled(q.device.type):
+        dtype = torch.get_autocast_dtype(q.device.type)
+        return dtype if dtype in half else None
+    return None
 
-    if "FA4" not in getattr(attention, "list_flash_attention_impls", list)():
-        raise RuntimeError(
-            f"attention kernel 'fa4' needs torch >= 2.11 (this is torch {torch.__version__})"
-        )
+
+def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    dtype = fa4_dtype(q)
+    if dtype is None:  # fp32 without autocast (a tiny model on a GPU): FA4 takes 16-bit only
+        return sdpa_attention(q, k, v)
+    q, k, v = (t.to(dtype).transpose(1, 2) for t in (q, k, v))
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+
+
+def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SageAttention, forward only (inference): INT8 Q.K with smoothed K; SageAttention 2 built
+    from source adds FP8 P.V kernels for Hopper. PyPI's 1.0.6 (Triton) is slower than bf16 SDPA
+    on Hopper. Speed and accuracy: docs/BENCHMARKS.md."""
     try:
-        import flash_attn.cute  # noqa: F401
+        from sageattention import sageattn
     except ImportError as exc:
         raise RuntimeError(
-            "attention kernel 'fa4' needs the flash-attn-4 package (pip install "
-            "'flash-attn-4[cu13]') and an NVIDIA Hopper or Blackwell GPU"
+            "attention kernel 'sage' needs the sageattention package (SageAttention 2 built "
+            "from github.com/thu-ml/SageAttention for Hopper; PyPI has only the slower 1.0.6) "
+            "and a CUDA GPU"
         ) from exc
+    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
+
+
+KERNELS: dict[str, Kernel] = {"sdpa": sdpa_attention, "fa4": fa4_attention, "sage": sage_attention}
+TRAINING_KERNELS = ("auto", "sdpa", "fa4")  # sage has no backward
+
+
+def fa4_problem(device: torch.device | str) -> str | None:
+    """Why the FA4 kernel cannot run on `device`, or None when it can."""
+    if "FA4" not in getattr(attention, "list_flash_attention_impls", list)():
+        return f"needs torch >= 2.11 (this is torch {torch.__version__})"
+    try:
+        import flash_attn.cute  # noqa: F401
+    except Exception as exc:  # not installed, or an install that does not import
+        return (
+            "needs the flash-attn-4 package (pip install 'flash-attn-4[cu13]', or [cu12]): "
+            f"{type(exc).__name__}: {exc}"
+        )
+    device = torch.device(device)
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] not in (9, 10):
+        return (
+            f"runs on NVIDIA Hopper or Blackwell GPUs (compute capability 9.x/10.x), not {device}"
+        )
+    return None
+
+
+def activate_fa4() -> None:
+    """Route PyTorch's SDPA flash backend to FlashAttention-4 (CuTe kernels with Hopper's
+    wgmma/TMA path, forward and backward). PyTorch registers the kernels itself, so autograd
+    and torch.compile keep seeing plain SDPA. The switch is process-wide: every SDPA call that
+    takes the flash backend runs FA4 afterwards (on sm90, PyTorch prefers cuDNN for its default
+    choice, so other models' default SDPA calls mostly keep cuDNN)."""
     if attention.current_flash_attention_impl() == "FA4":
         return
     from torch.nn.attention._fa4 import register_flash_attention_fa4
@@ -49,59 +103,15 @@ def activate_fa4() -> None:
     attention.activate_flash_attention_impl("FA4")
 
 
-def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if q.dtype not in (torch.bfloat16, torch.float16):
-        return sdpa_attention(q, k, v)  # FA4 takes 16-bit inputs only (an fp32 tiny model on a GPU)
-
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        out = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        )
-    return out.transpose(1, 2)
-
-
-def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SageAttention, forward only (inference): INT8 Q.K with smoothed K. SageAttention 2
-    (built from source) runs FP8 P.V with Hopper kernels: 833 TFLOP/s on an H100 against
-    FA4's 681, 217 s per chunk against 244 s; PyPI's 1.0.6 (Triton) is slower than bf16 SDPA
-    on Hopper. Measured in docs/BENCHMARKS.md."""
-    try:
-        from sageattention import sageattn
-    except ImportError as exc:
-        raise RuntimeError(
-            "attention kernel 'sage' needs the sageattention package (SageAttention 2 built "
-            "from github.com/thu-ml/SageAttention for Hopper; PyPI has only the slower 1.0.6) "
-            "and a CUDA GPU"
-        ) from exc
-    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
-
-
-KERNELS = {"sdpa": sdpa_attention, "fa4": fa4_attention, "sage": sage_attention}
-
-
-def fa4_available(device: torch.device | str) -> bool:
-    """Whether the FA4 kernel can run here: a Hopper or Blackwell GPU, PyTorch's FA4 registry
-    and the flash-attn-4 package."""
-    from importlib.util import find_spec
-
-    from torch.nn import attention
-
-    device = torch.device(device)
-    return (
-        device.type == "cuda"
-        and torch.cuda.get_device_capability(device)[0] in (9, 10)
-        and "FA4" in getattr(attention, "list_flash_attention_impls", list)()
-        and find_spec("flash_attn") is not None
-        and find_spec("flash_attn.cute") is not None
-    )
-
-
-def resolve_attention_kernel(kernel: str, device: torch.device | str) -> str:
-    """`auto` becomes the fastest kernel that runs here (fa4, else sdpa); others stay as named."""
-    if kernel == "auto":
-        return "fa4" if fa4_available(device) else "sdpa"
-    if kernel not in KERNELS:
-        raise ValueError(f"attention kernel {kernel!r}: use auto or one of {tuple(KERNELS)}")
-    return kernel
+def attention_kernel(name: str, device: torch.device | str) -> Kernel:
+    """The kernel called `name` (auto: fa4 where it runs, else sdpa), ready to call on `device`:
+    FA4 is checked and activated here, with an error that says what is missing."""
+    if name == "auto":
+        name = "fa4" if fa4_problem(device) is None else "sdpa"
+    if name not in KERNELS:
+        raise ValueError(f"attention kernel {name!r}: use auto or one of {tuple(KERNELS)}")
+    if name == "fa4":
+        if problem := fa4_problem(device):
+            raise RuntimeError(f"attention kernel 'fa4' {problem}")
+        activate_fa4()
+    return KERNELS[name]

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 
-from .attention_kernels import KERNELS, activate_fa4
+from .attention_kernels import Kernel, attention_kernel, sdpa_attention
 
 
 def _seq_to_heads(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
@@ -41,13 +41,11 @@ class CosmosSelfAttention:
     """The self-attention of a Cosmos block (as diffusers' CosmosAttnProcessor2_0 computes it)
     with a chosen kernel and, under context parallelism, the two all-to-alls around it."""
 
-    def __init__(self, group: dist.ProcessGroup | None = None, kernel: str = "sdpa") -> None:
-        if kernel not in KERNELS:
-            raise ValueError(f"attention kernel {kernel!r}: use one of {tuple(KERNELS)}")
-        if kernel == "fa4":
-            activate_fa4()
+    def __init__(
+        self, group: dist.ProcessGroup | None = None, kernel: Kernel = sdpa_attention
+    ) -> None:
         self.group = group
-        self.kernel = KERNELS[kernel]
+        self.kernel = kernel
 
     def __call__(
         self,
@@ -108,13 +106,15 @@ def blocks_of(model: nn.Module) -> nn.ModuleList:
 def set_self_attention(
     model: nn.Module, group: dist.ProcessGroup | None = None, kernel: str = "sdpa"
 ) -> None:
-    """Give every block of a Cosmos model our self-attention processor: `kernel`, and Ulysses
-    context parallelism over `group` when one is given."""
+    """Give every block of a Cosmos model our self-attention processor: the kernel named
+    `kernel` (attention_kernels.py; auto picks one for the model's device), and Ulysses context
+    parallelism over `group` when one is given."""
     cp = dist.get_world_size(group) if group is not None else 1
+    call = attention_kernel(kernel, next(model.parameters()).device)
     for block in blocks_of(model):
         if block.attn1.heads % cp:
             raise ValueError(f"context_parallel_size={cp} must divide {block.attn1.heads} heads")
-        block.attn1.set_processor(CosmosSelfAttention(group, kernel))
+        block.attn1.set_processor(CosmosSelfAttention(group, call))
     if group is not None and not isinstance(model.rope, ShardedRope):
         model.rope = ShardedRope(model.rope, group)
 

@@ -268,8 +268,10 @@ def check_config(config: DictConfig, world_size: int = 1) -> None:
         problems.append(
             "model.config.conditional_frames_probs must be 3 probabilities summing to 1"
         )
+    from .attention_kernels import TRAINING_KERNELS  # torch and diffusers: only when checked
+
     kernel = str(config.model.config.attention_kernel)
-    if kernel not in ("auto", "sdpa", "fa4"):
+    if kernel not in TRAINING_KERNELS:
         forward_only = " (sage has no backward: it is for inference)" if kernel == "sage" else ""
         problems.append(
             f"model.config.attention_kernel={kernel!r}: training takes auto, sdpa or fa4"

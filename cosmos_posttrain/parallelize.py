@@ -19,7 +19,6 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from .attention_kernels import resolve_attention_kernel
 from .context_parallel import blocks_of, set_self_attention
 
 RECOMPUTE_POLICIES = ("none", "full", "save_attention")
@@ -93,9 +92,8 @@ def parallelize(
     fsdp_mesh=None,
 ) -> nn.Module:
     """Apply everything above to one Cosmos model, in the order that composes. The attention
-    kernel `auto` picks FA4 where it runs (see attention_kernels.resolve_attention_kernel)."""
-    device = next(model.parameters()).device
-    set_self_attention(model, cp_group, resolve_attention_kernel(attention_kernel, device))
+    kernel `auto` picks FA4 where it runs (see attention_kernels.attention_kernel)."""
+    set_self_attention(model, cp_group, attention_kernel)
     apply_recompute(model, recompute)
     if compile:
         compile_blocks(model)

@@ -4,6 +4,7 @@ gradients and the state-dict names of the plain model (CPU, tiny models)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,29 +76,59 @@ def test_unknown_policy_and_kernel_are_refused(models):
         parallelize(base, attention_kernel="flash4")
 
 
-def test_attention_kernel_auto_falls_back_to_sdpa_where_fa4_cannot_run():
-    from cosmos_posttrain.attention_kernels import fa4_available, resolve_attention_kernel
+def test_attention_kernel_auto_takes_fa4_only_where_it_runs(monkeypatch):
+    import sys
+    import types
 
-    assert not fa4_available("cpu")
-    assert resolve_attention_kernel("auto", "cpu") == "sdpa"
-    assert resolve_attention_kernel("sage", "cpu") == "sage"
+    from cosmos_posttrain import attention_kernels as ak
+
+    assert ak.attention_kernel("auto", "cpu") is ak.sdpa_attention
+    assert "Hopper or Blackwell" in ak.fa4_problem("cpu") or "flash-attn-4" in ak.fa4_problem("cpu")
+    assert ak.attention_kernel("sage", "cpu") is ak.sage_attention
     with pytest.raises(ValueError, match="'flash'.*auto.*sdpa.*fa4"):
-        resolve_attention_kernel("flash", "cpu")
+        ak.attention_kernel("flash", "cpu")
+    # a GPU of each generation, with the package present (faked) and activation recorded
+    monkeypatch.setattr(ak.attention, "list_flash_attention_impls", lambda: ["FA3", "FA4"])
+    cute = types.ModuleType("flash_attn.cute")
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    activated = []
+    monkeypatch.setattr(ak, "activate_fa4", lambda: activated.append(True))
+    for capability, expected in [((9, 0), ak.fa4_attention), ((8, 0), ak.sdpa_attention)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        assert ak.attention_kernel("auto", "cuda") is expected
+    assert activated == [True]
+    with pytest.raises(RuntimeError, match="'fa4' runs on NVIDIA Hopper or Blackwell"):
+        ak.attention_kernel("fa4", "cuda")  # still the (8, 0) card
 
 
-def test_fa4_asked_for_without_its_package_says_what_to_install(models, monkeypatch):
+def test_fa4_asked_for_without_its_package_says_what_is_missing(models, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "flash_attn", None)  # as if not installed
-    with pytest.raises(RuntimeError, match="flash-attn-4"):
+    with pytest.raises(RuntimeError, match="attention kernel 'fa4' needs"):
         parallelize(copy.deepcopy(models[0]), attention_kernel="fa4")
+
+
+def test_fa4_runs_in_the_autocast_dtype_of_an_fp32_branch():
+    """The trained branch keeps fp32 weights: its q and k come out of RMSNorm in fp32 under
+    autocast, and FA4 must still take them (in bf16), not fall back to another kernel."""
+    from cosmos_posttrain.attention_kernels import fa4_dtype
+
+    q = torch.zeros(1, 4, 2, 8)
+    assert fa4_dtype(q) is None
+    assert fa4_dtype(q.bfloat16()) is torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fa4_dtype(q) is torch.bfloat16
 
 
 def test_fa4_kernels_module_hands_pytorch_exactly_out_and_lse(monkeypatch):
     """torch 2.11's FA4 glue unpacks two values; flash-attn-4 releases return more."""
-    import importlib
+    import importlib.util
     import sys
     import types
+
+    import cosmos_posttrain
 
     interface = types.ModuleType("flash_attn.cute.interface")
     interface._flash_attn_fwd = lambda q, k, v, **kw: (q + 1, k.sum(-1), "extra", None)
@@ -112,11 +143,13 @@ def test_fa4_kernels_module_hands_pytorch_exactly_out_and_lse(monkeypatch):
         ("flash_attn.cute.interface", interface),
     ]:
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "cosmos_posttrain.fa4_kernels", raising=False)
-    kernels = importlib.import_module("cosmos_posttrain.fa4_kernels")
+    # a private copy of the module, never registered, so no fake outlives the test
+    path = Path(cosmos_posttrain.__file__).with_name("fa4_kernels.py")
+    spec = importlib.util.spec_from_file_location("fa4_kernels_under_test", path)
+    kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernels)
     q = torch.zeros(1, 4, 2, 8)
     result = kernels._flash_attn_fwd(q, q, q, softmax_scale=0.1, return_lse=True)
     assert len(result) == 2
     assert torch.equal(result[0], q + 1) and result[1].shape == (1, 4, 2)
     assert kernels._flash_attn_bwd is interface._flash_attn_bwd
-    monkeypatch.delitem(sys.modules, "cosmos_posttrain.fa4_kernels")

@@ -18,10 +18,10 @@ import argparse
 import datetime
 import functools
 import json
-import subprocess
 from pathlib import Path
 
 import torch
+from provenance import provenance
 from torch.nn import attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--out", default="benchmarks/results/attention.jsonl")
     args = p.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    origin = provenance()  # commit and library versions, in every row
     kernels = {
         "flash2": sdpa_with(SDPBackend.FLASH_ATTENTION),
         "cudnn": sdpa_with(SDPBackend.CUDNN_ATTENTION),
@@ -153,7 +153,7 @@ def main() -> None:
                 "heads": args.heads,
                 "head_dim": args.head_dim,
                 **row,
-                "git_commit": commit.stdout.strip() or None,
+                **origin,
             }
             print(json.dumps(row), flush=True)
             with Path(args.out).open("a") as f:

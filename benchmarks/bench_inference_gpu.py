@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
+from provenance import provenance
 from torch.nn import attention
 
 from cosmos_posttrain.context_parallel import set_self_attention, shard_time
@@ -84,9 +84,7 @@ def main() -> None:
             shard_time(v, world.cp_group) for v in (x, control, cond_mask, timestep)
         )
     name = "cpu" if TINY else torch.cuda.get_device_name()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    origin = provenance()  # commit and library versions, in every row
     compiled = False
 
     def sync() -> None:
@@ -139,7 +137,7 @@ def main() -> None:
             "gpu": name,
             "variant": variant,
             "torch": torch.__version__,
-            "git_commit": commit,
+            **origin,
             "tokens": tokens,
             "world_size": world.size,
             "cp": world.cp,
@@ -209,6 +207,7 @@ def quality(args, base, ctrl, inputs, use_kernel) -> None:
         "date": datetime.date.today().isoformat(),
         "gpu": "cpu" if TINY else torch.cuda.get_device_name(),
         "quality": "relative error of one velocity vs fp32 mem-efficient SDPA",
+        **provenance(),
         **{f"rel_err_{k}": round(v, 5) for k, v in results.items()},
     }
     print(json.dumps(record), flush=True)

@@ -25,7 +25,6 @@ import functools
 import gc
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch.distributed as dist
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
+from provenance import provenance
 from torch.distributed.device_mesh import init_device_mesh
 
 from cosmos_posttrain.context_parallel import shard_time
@@ -174,9 +174,7 @@ def main() -> None:
     mesh = init_device_mesh("cuda", (world.size,)) if use_fsdp else None
     t, h, w = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
     tokens = t * (h // 2) * (w // 2)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    origin = provenance()  # commit and library versions, in every row
     encoders = None
     if args.encoders:
         from diffusers import AutoencoderKLWan
@@ -241,7 +239,7 @@ def main() -> None:
             "fsdp": use_fsdp,
             "encoders": args.encoders,
             "torch": torch.__version__,
-            "git_commit": commit,
+            **origin,
         }
         try:
             torch.cuda.reset_peak_memory_stats()

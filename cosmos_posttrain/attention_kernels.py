@@ -17,6 +17,13 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from torch.nn import attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .errors import CosmosPosttrainError
+
+
+class AttentionKernelError(CosmosPosttrainError):
+    """A kernel that was asked for cannot run here (the command line prints the reason)."""
+
+
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -53,7 +60,7 @@ def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     try:
         from sageattention import sageattn
     except ImportError as exc:
-        raise RuntimeError(
+        raise AttentionKernelError(
             "attention kernel 'sage' needs the sageattention package (SageAttention 2 built "
             "from github.com/thu-ml/SageAttention for Hopper; PyPI has only the slower 1.0.6) "
             "and a CUDA GPU"
@@ -109,9 +116,11 @@ def attention_kernel(name: str, device: torch.device | str) -> Kernel:
     if name == "auto":
         name = "fa4" if fa4_problem(device) is None else "sdpa"
     if name not in KERNELS:
-        raise ValueError(f"attention kernel {name!r}: use auto or one of {tuple(KERNELS)}")
+        raise AttentionKernelError(
+            f"attention kernel {name!r}: use auto or one of {tuple(KERNELS)}"
+        )
     if name == "fa4":
         if problem := fa4_problem(device):
-            raise RuntimeError(f"attention kernel 'fa4' {problem}")
+            raise AttentionKernelError(f"attention kernel 'fa4' {problem}")
         activate_fa4()
     return KERNELS[name]

@@ -11,6 +11,7 @@ import torch
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 
 from cosmos_posttrain.ema import PowerEMA
+from cosmos_posttrain.errors import CosmosPosttrainError
 from cosmos_posttrain.models import TINY_CONTROLNET, TINY_TRANSFORMER, is_trained
 from cosmos_posttrain.objective import predict_velocity
 from cosmos_posttrain.parallelize import parallelize
@@ -72,7 +73,7 @@ def test_unknown_policy_and_kernel_are_refused(models):
     base = copy.deepcopy(models[0])
     with pytest.raises(ValueError, match="recompute policy 'some'"):
         parallelize(base, recompute="some")
-    with pytest.raises(ValueError, match="attention kernel 'flash4'"):
+    with pytest.raises(CosmosPosttrainError, match="attention kernel 'flash4'"):
         parallelize(base, attention_kernel="flash4")
 
 
@@ -85,7 +86,7 @@ def test_attention_kernel_auto_takes_fa4_only_where_it_runs(monkeypatch):
     assert ak.attention_kernel("auto", "cpu") is ak.sdpa_attention
     assert "Hopper or Blackwell" in ak.fa4_problem("cpu") or "flash-attn-4" in ak.fa4_problem("cpu")
     assert ak.attention_kernel("sage", "cpu") is ak.sage_attention
-    with pytest.raises(ValueError, match="'flash'.*auto.*sdpa.*fa4"):
+    with pytest.raises(ak.AttentionKernelError, match="'flash'.*auto.*sdpa.*fa4"):
         ak.attention_kernel("flash", "cpu")
     # a GPU of each generation, with the package present (faked) and activation recorded
     monkeypatch.setattr(ak.attention, "list_flash_attention_impls", lambda: ["FA3", "FA4"])
@@ -98,15 +99,17 @@ def test_attention_kernel_auto_takes_fa4_only_where_it_runs(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
         assert ak.attention_kernel("auto", "cuda") is expected
     assert activated == [True]
-    with pytest.raises(RuntimeError, match="'fa4' runs on NVIDIA Hopper or Blackwell"):
+    with pytest.raises(ak.AttentionKernelError, match="'fa4' runs on NVIDIA Hopper or Blackwell"):
         ak.attention_kernel("fa4", "cuda")  # still the (8, 0) card
 
 
 def test_fa4_asked_for_without_its_package_says_what_is_missing(models, monkeypatch):
     import sys
 
+    from cosmos_posttrain.attention_kernels import AttentionKernelError
+
     monkeypatch.setitem(sys.modules, "flash_attn", None)  # as if not installed
-    with pytest.raises(RuntimeError, match="attention kernel 'fa4' needs"):
+    with pytest.raises(AttentionKernelError, match="attention kernel 'fa4' needs"):
         parallelize(copy.deepcopy(models[0]), attention_kernel="fa4")
 
 

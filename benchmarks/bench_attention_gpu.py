@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from provenance import provenance
-from torch.nn import attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cosmos_posttrain import attention_kernels
@@ -133,8 +132,8 @@ def main() -> None:
         for name in args.kernels.split(","):
             if name == "fa4":
                 attention_kernels.activate_fa4()
-            elif attention.current_flash_attention_impl() == "FA4":
-                attention.restore_flash_attention_impl()
+            else:
+                attention_kernels.deactivate_fa4()
             forward_only = name.startswith("fa4_tile:") or name == "sage"
             kernel = fa4_tile(name.split(":")[1]) if name.startswith("fa4_tile:") else kernels[name]
             inputs = [t.bfloat16().requires_grad_(not forward_only) for t in (q, k, v)]

@@ -28,8 +28,8 @@ from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
 from provenance import provenance
-from torch.nn import attention
 
+from cosmos_posttrain.attention_kernels import deactivate_fa4
 from cosmos_posttrain.context_parallel import set_self_attention, shard_time
 from cosmos_posttrain.distributed import init_world
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
@@ -92,8 +92,8 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def use_kernel(kernel: str) -> None:
-        if kernel != "fa4" and getattr(attention, "current_flash_attention_impl", str)() == "FA4":
-            attention.restore_flash_attention_impl()  # SDPA's flash backend back to Flash-2
+        if kernel != "fa4":
+            deactivate_fa4()  # SDPA's flash backend back to Flash-2
         set_self_attention(base, world.cp_group, kernel)
         set_self_attention(ctrl, world.cp_group, kernel)
 

@@ -110,6 +110,13 @@ def activate_fa4() -> None:
     attention.activate_flash_attention_impl("FA4")
 
 
+def deactivate_fa4() -> None:
+    """Give SDPA's flash backend back to PyTorch's own kernel (FlashAttention-2): for the
+    benchmarks that compare kernels in one process. A no-op where FA4 is not active."""
+    if getattr(attention, "current_flash_attention_impl", lambda: None)() == "FA4":
+        attention.restore_flash_attention_impl()
+
+
 def attention_kernel(name: str, device: torch.device | str) -> Kernel:
     """The kernel called `name` (auto: fa4 where it runs, else sdpa), ready to call on `device`:
     FA4 is checked and activated here, with an error that says what is missing."""

@@ -48,7 +48,7 @@ import transformers
 if importlib.util.find_spec("cosmos_posttrain") is None:  # not installed: use this checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmos_posttrain.depth import DepthEstimator  # noqa: E402
+from cosmos_posttrain.depth import DepthEstimator, tiny_depth_anything_config  # noqa: E402
 from cosmos_posttrain.seg import Prompt, Segmenter  # noqa: E402
 
 TINY = os.environ.get("TINY") == "1"
@@ -88,25 +88,8 @@ def depth_model(encoder: str):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     spec = DEPTH[encoder]
-    if TINY:  # as in tests/test_depth_seg.py
-        backbone = Dinov2Config(
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=56,
-            patch_size=14,
-            out_indices=[1, 2, 3, 4],
-            reshape_hidden_states=False,
-        )
-        config = DepthAnythingConfig(
-            backbone_config=backbone,
-            reassemble_hidden_size=32,
-            neck_hidden_sizes=[16] * 4,
-            fusion_hidden_size=16,
-            head_hidden_size=16,
-        )
-        return DepthAnythingForDepthEstimation(config)
+    if TINY:
+        return DepthAnythingForDepthEstimation(tiny_depth_anything_config())
     backbone = Dinov2Config(
         hidden_size=spec["hidden_size"],
         num_hidden_layers=spec["num_hidden_layers"],

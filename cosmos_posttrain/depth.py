@@ -34,6 +34,30 @@ ENCODERS = {
 }
 
 
+def tiny_depth_anything_config():
+    """Depth Anything V2's architecture at toy width (a 32-wide Dinov2 backbone on 56-pixel
+    inputs): random-weight models for the CPU tests and the benchmarks' TINY mode."""
+    from transformers import DepthAnythingConfig, Dinov2Config
+
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=56,
+        patch_size=14,
+        out_indices=[1, 2, 3, 4],
+        reshape_hidden_states=False,
+    )
+    return DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        neck_hidden_sizes=[16] * 4,
+        fusion_hidden_size=16,
+        head_hidden_size=16,
+    )
+
+
 def load_pretrained(model_id: str, what: str, loader) -> object:
     """Load a transformers model or processor, with an error that says what to do offline."""
     try:

@@ -233,31 +233,12 @@ def tiny_depth_anything():
     """A random Depth Anything V2 of tiny size and its processor (the settings of the
     Depth-Anything-V2-*-hf preprocessor_config.json, at 56 pixels instead of 518)."""
     import torch
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
+    from transformers import DepthAnythingForDepthEstimation, DPTImageProcessor
+
+    from cosmos_posttrain.depth import tiny_depth_anything_config
 
     torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=56,
-        patch_size=14,
-        out_indices=[1, 2, 3, 4],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=[16] * 4,
-        fusion_hidden_size=16,
-        head_hidden_size=16,
-    )
+    config = tiny_depth_anything_config()
     processor = DPTImageProcessor(
         size={"height": 56, "width": 56},
         keep_aspect_ratio=True,

@@ -7,12 +7,17 @@ the output layer) runs on the local shard unchanged. Self-attention needs every 
 all-to-all turns sequence shards into head shards, attention runs over the whole sequence for
 H / cp heads, and a second all-to-all turns the result back. RoPE positions are those of the
 whole clip, sliced for the shard.
+
+Both processors here also shape the matrix products for the GPU (measured in
+docs/BENCHMARKS.md): the self-attention projects q, k and v in one product, and the
+cross-attention splits its queries so that its backward pass fills the GPU.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 
@@ -35,6 +40,17 @@ def _heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     chunks = x.reshape(b, cp, s // cp, h, d).permute(1, 0, 2, 3, 4).contiguous()
     gathered = all_to_all_single_autograd(chunks, None, None, group)
     return gathered.permute(1, 2, 0, 3, 4).reshape(b, s // cp, cp * h, d)
+
+
+def _fused_qkv(attn, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k and v from one matrix product with the three weights stacked. The parameters stay
+    as they are (checkpoints and gradients unchanged); a 6144-wide product runs faster than
+    three 2048-wide ones, and the backward pass gets one input-gradient product, not three
+    and two additions."""
+    layers = (attn.to_q, attn.to_k, attn.to_v)
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = None if attn.to_q.bias is None else torch.cat([layer.bias for layer in layers])
+    return F.linear(hidden_states, weight, bias).chunk(3, dim=-1)
 
 
 class CosmosSelfAttention:
@@ -62,9 +78,8 @@ class CosmosSelfAttention:
         def heads(x: torch.Tensor) -> torch.Tensor:  # (B, S, H*D) -> (B, H, S, D)
             return x.unflatten(2, (attn.heads, -1)).transpose(1, 2)
 
-        query = attn.norm_q(heads(attn.to_q(hidden_states)))
-        key = attn.norm_k(heads(attn.to_k(hidden_states)))
-        value = heads(attn.to_v(hidden_states))
+        query, key, value = _fused_qkv(attn, hidden_states)
+        query, key, value = attn.norm_q(heads(query)), attn.norm_k(heads(key)), heads(value)
         if image_rotary_emb is not None:
             query = apply_rotary_emb(query, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
             key = apply_rotary_emb(key, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
@@ -77,6 +92,45 @@ class CosmosSelfAttention:
         if self.group is not None:
             out = _heads_to_seq(out, self.group)
         out = out.flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+class CosmosCrossAttention:
+    """The cross-attention of a Cosmos block (video tokens to the text), as diffusers'
+    CosmosAttnProcessor2_0 computes it, with the video queries split into `query_splits` rows
+    of the batch. Each row attends to the same text, so the output is unchanged, and the
+    gradients of the shared keys and values sum over the rows. Why: attention's backward pass
+    works in tiles of keys, and 512 text tokens x 16 heads make few tiles for the H100's 132
+    SMs; four rows were the fastest of 1, 2, 4 and 8 (docs/BENCHMARKS.md)."""
+
+    def __init__(self, query_splits: int = 4) -> None:
+        self.query_splits = query_splits
+
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        image_rotary_emb=None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is None or attention_mask is not None:
+            raise ValueError("CosmosCrossAttention attends to the text, without a mask")
+        if image_rotary_emb is not None:
+            raise ValueError("Cosmos cross-attention takes no RoPE")
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (B, S, H*D) -> (B, S, H, D)
+            return x.unflatten(2, (attn.heads, -1))
+
+        # the RMSNorms of diffusers' processor, on the head dimension in either layout
+        query = attn.norm_q(heads(attn.to_q(hidden_states)))
+        key = attn.norm_k(heads(attn.to_k(encoder_hidden_states)))
+        value = heads(attn.to_v(encoder_hidden_states))
+        b, s, h, d = query.shape
+        splits = self.query_splits if s % self.query_splits == 0 else 1
+        query = query.reshape(b * splits, s // splits, h, d)
+        key, value = (t.repeat_interleave(splits, dim=0) for t in (key, value))
+        out = sdpa_attention(query, key, value).reshape(b, s, h * d).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -117,6 +171,15 @@ def set_self_attention(
         block.attn1.set_processor(CosmosSelfAttention(group, call))
     if group is not None and not isinstance(model.rope, ShardedRope):
         model.rope = ShardedRope(model.rope, group)
+
+
+def set_cross_attention(model: nn.Module, query_splits: int = 4) -> None:
+    """Give every block of a Cosmos model our cross-attention processor (queries split in
+    `query_splits`; 1 computes it exactly as diffusers does)."""
+    if query_splits < 1:
+        raise ValueError(f"query_splits={query_splits}: must be >= 1")
+    for block in blocks_of(model):
+        block.attn2.set_processor(CosmosCrossAttention(query_splits))
 
 
 def enable_context_parallel(

@@ -19,7 +19,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from .context_parallel import blocks_of, set_self_attention
+from .context_parallel import blocks_of, set_cross_attention, set_self_attention
 
 RECOMPUTE_POLICIES = ("none", "full", "save_attention")
 
@@ -87,6 +87,7 @@ def parallelize(
     *,
     cp_group: dist.ProcessGroup | None = None,
     attention_kernel: str = "auto",
+    cross_attention_splits: int = 4,
     recompute: str = "full",
     compile: bool = False,
     fsdp_mesh=None,
@@ -94,6 +95,7 @@ def parallelize(
     """Apply everything above to one Cosmos model, in the order that composes. The attention
     kernel `auto` picks FA4 where it runs (see attention_kernels.attention_kernel)."""
     set_self_attention(model, cp_group, attention_kernel)
+    set_cross_attention(model, cross_attention_splits)
     apply_recompute(model, recompute)
     if compile:
         compile_blocks(model)

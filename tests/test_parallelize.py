@@ -1,5 +1,6 @@
-"""The speed settings change nothing but speed: recompute policies give the forward, the
-gradients and the state-dict names of the plain model (CPU, tiny models)."""
+"""The speed settings change nothing but speed: recompute policies, the fused q/k/v product and
+the split cross-attention give the forward, the gradients and the state-dict names of the plain
+model (CPU, tiny models)."""
 
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ def models():
     return base, ctrl
 
 
-def run(models, policy: str | None):
+def run(models, policy: str | None, **speed):
     base, ctrl = (copy.deepcopy(m) for m in models)
     for name, param in ctrl.named_parameters():
         param.requires_grad_(is_trained(name))
     if policy is not None:
         for model in (base, ctrl):
-            parallelize(model, recompute=policy)
+            parallelize(model, recompute=policy, **speed)
     g = torch.Generator().manual_seed(1)
     channels, (t, h, w) = TINY_TRANSFORMER["out_channels"], (3, 16, 28)
     x = torch.randn(1, channels, t, h, w, generator=g)
@@ -55,11 +56,21 @@ def run(models, policy: str | None):
     return v.detach(), grads, ctrl
 
 
-@pytest.mark.parametrize("policy", ["none", "full", "save_attention"])
-def test_recompute_policies_equal_the_plain_model(models, policy):
+@pytest.mark.parametrize(
+    "policy, speed",
+    [
+        ("none", {}),
+        ("full", {}),
+        ("save_attention", {}),
+        ("save_attention", {"cross_attention_splits": 1}),
+        ("full", {"cross_attention_splits": 4}),
+        ("full", {"cross_attention_splits": 5}),  # 336 tokens: not split (falls back to 1)
+    ],
+)
+def test_speed_settings_equal_the_plain_model(models, policy, speed):
     ref_v, ref_grads, ref_ctrl = run(models, None)
-    v, grads, ctrl = run(models, policy)
-    assert torch.equal(v, ref_v)
+    v, grads, ctrl = run(models, policy, **speed)
+    assert torch.allclose(v, ref_v, rtol=1e-6, atol=1e-7)
     assert len(grads) == len(ref_grads) > 0
     clean = {n.replace("_checkpoint_wrapped_module.", ""): g for n, g in grads.items()}
     for name, grad in ref_grads.items():
@@ -69,10 +80,34 @@ def test_recompute_policies_equal_the_plain_model(models, policy):
     assert list(PowerEMA(ctrl).state_dict()) == list(PowerEMA(ref_ctrl).state_dict())
 
 
+def test_cross_attention_splits_the_queries_into_batch_rows(models, monkeypatch):
+    """The split happens (the kernel sees `splits` rows of the batch, each with the whole text)
+    and only where the tokens divide evenly."""
+    from cosmos_posttrain import context_parallel
+
+    shapes = []
+    kernel = context_parallel.sdpa_attention
+
+    def recording(q, k, v):
+        shapes.append((tuple(q.shape), tuple(k.shape)))
+        return kernel(q, k, v)
+
+    monkeypatch.setattr(context_parallel, "sdpa_attention", recording)
+    for splits in (4, 5):
+        run(models, "none", cross_attention_splits=splits)
+    text = 32  # tokens of the tiny text, against 3 x 8 x 14 = 336 video tokens
+    heads, dim = TINY_TRANSFORMER["num_attention_heads"], TINY_TRANSFORMER["attention_head_dim"]
+    assert ((4, 84, heads, dim), (4, text, heads, dim)) in shapes
+    assert ((1, 336, heads, dim), (1, text, heads, dim)) in shapes
+    assert not [q for q, _ in shapes if q[0] not in (1, 4)]
+
+
 def test_unknown_policy_and_kernel_are_refused(models):
     base = copy.deepcopy(models[0])
     with pytest.raises(ValueError, match="recompute policy 'some'"):
         parallelize(base, recompute="some")
+    with pytest.raises(ValueError, match="query_splits=0"):
+        parallelize(copy.deepcopy(base), cross_attention_splits=0)
     with pytest.raises(CosmosPosttrainError, match="attention kernel 'flash4'"):
         parallelize(base, attention_kernel="flash4")
 

@@ -6,10 +6,15 @@ parallel rank (latents 16 x 24 x 88 x 160 = 84,480 tokens, text 512 x 100352), t
 project's own code: `parallelize` (attention processor and Ulysses CP, recompute policy,
 compile, FSDP2), `objective` (noisy input, velocity, loss), fused AdamW, power EMA.
 
-Variants are `recompute:mode[:kernel[:cross]]`: recompute in none|full|save_attention, mode in
-eager|compile, the self-attention kernel (attention_kernels.py: sdpa by default here, fa4, auto)
-and the diffusers attention backend for everything else that goes through its dispatcher, the
-cross-attention above all (default `native`, PyTorch's own choice: cuDNN on Hopper).
+Variants are `recompute:mode[:kernel[:cross]]`:
+- recompute in none|full|save_attention;
+- mode in eager|compile|autotune (compile with Inductor's max-autotune GEMMs);
+- the self-attention kernel (attention_kernels.py: sdpa by default here, fa4, auto), with
+  `/unfused` after it projecting q, k and v in three products instead of the processor's one;
+- `cross` as `backend[/splits]`: the diffusers attention backend for everything else that goes
+  through its dispatcher, the cross-attention above all (default `native`, PyTorch's own
+  choice: cuDNN on Hopper), and how many rows the cross-attention's queries are split into
+  (default 4, as in parallelize).
 `--encoders` also keeps the text encoder (Qwen2.5-VL-7B architecture) and the
 Wan2.1 VAE on the GPU and runs both in every step, as the trainer does. Model FLOPs are counted
 like shared/bench's baseline (forward + a backward with input gradients only through the frozen
@@ -36,6 +41,7 @@ from gpu_profile import profile_gpu_time
 from provenance import provenance
 from torch.distributed.device_mesh import init_device_mesh
 
+from cosmos_posttrain import context_parallel
 from cosmos_posttrain.context_parallel import shard_time
 from cosmos_posttrain.distributed import average_gradients, init_world
 from cosmos_posttrain.ema import PowerEMA
@@ -45,6 +51,12 @@ from cosmos_posttrain.parallelize import fsdp_loss_scale, parallelize
 from cosmos_posttrain.text_encoders import concat_normalised_layers
 
 PEAK_TFLOPS = 989.0
+FUSED_QKV = context_parallel._fused_qkv
+
+
+def three_products(attn, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k and v as diffusers projects them (the `/unfused` variants)."""
+    return tuple(layer(hidden_states) for layer in (attn.to_q, attn.to_k, attn.to_v))
 
 
 def step_flops(tokens: int, dim: int = 2048, base_blocks: int = 28, ctrl_blocks: int = 4):
@@ -190,9 +202,12 @@ def main() -> None:
         recompute, mode, *rest = variant.split(":")
         if len(rest) > 2:
             raise SystemExit(f"variant {variant!r}: use recompute:mode[:kernel[:cross]]")
-        kernel = rest[0] if rest else "sdpa"
-        cross = rest[1] if len(rest) > 1 else "native"
+        kernel, _, unfused = (rest[0] if rest else "sdpa").partition("/")
+        context_parallel._fused_qkv = three_products if unfused else FUSED_QKV
+        cross, _, splits = (rest[1] if len(rest) > 1 else "native").partition("/")
+        splits = int(splits or 4)
         torch._dynamo.reset()  # each variant compiles afresh (no shared recompile budget)
+        torch._inductor.config.max_autotune_gemm = mode == "autotune"
         gc.collect()
         torch.cuda.empty_cache()
         torch.manual_seed(0)
@@ -207,8 +222,9 @@ def main() -> None:
                 model,
                 cp_group=world.cp_group,
                 attention_kernel=kernel,
+                cross_attention_splits=splits,
                 recompute=recompute,
-                compile=mode == "compile",
+                compile=mode in ("compile", "autotune"),
                 fsdp_mesh=mesh if model is ctrl else None,
             )
         trained = [q for q in ctrl.parameters() if q.requires_grad]
@@ -233,9 +249,12 @@ def main() -> None:
             "width": args.width,
             "tokens": tokens,
             "recompute": recompute,
-            "compile": mode == "compile",
+            "compile": mode != "eager",
+            "max_autotune_gemm": mode == "autotune",
             "attention_kernel": kernel,
+            "fused_qkv": not unfused,
             "cross_attention_backend": cross,
+            "cross_attention_splits": splits,
             "fsdp": use_fsdp,
             "encoders": args.encoders,
             "torch": torch.__version__,
@@ -244,7 +263,7 @@ def main() -> None:
         try:
             torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            for i in range(2 if mode == "compile" else 1):
+            for i in range(1 if mode == "eager" else 2):
                 step(i)
             torch.cuda.synchronize()
             record["warmup_s"] = round(time.perf_counter() - start, 1)

@@ -7,9 +7,12 @@ variant runs `--measure` steps through the project's own sampler (`generate_late
 warm-up step and the chunk time is extrapolated from the median step. The variants: the
 unguided and guided calls separately or batched into one call, the attention backend, and
 `torch.compile` of the transformer blocks; the backend `sage` is SageAttention (INT8 Q.K)
-through the project's attention processor. `--quality` first measures how far one velocity
-prediction of each kernel lands from an fp32 reference (mem-efficient SDPA in fp32). Results
-go to benchmarks/results/inference.jsonl.
+through the project's attention processor, `sage_warp` the same with one Q/K scale per warp
+instead of per thread. The extra `fp8` (last, it quantises the models in place) runs the
+blocks' linear layers in FP8 (torchao, dynamic per-row scales). `--quality` first measures how
+far one velocity prediction of each kernel lands from an fp32 reference (mem-efficient SDPA in
+fp32), and again with FP8 layers when a variant has them. Results go to
+benchmarks/results/inference.jsonl.
 Run on a GPU machine: `python benchmarks/bench_inference_gpu.py`; `TINY=1` runs a toy copy on
 the CPU to check the script.
 """
@@ -29,6 +32,7 @@ from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
 from provenance import provenance
 
+from cosmos_posttrain import attention_kernels
 from cosmos_posttrain.attention_kernels import deactivate_fa4
 from cosmos_posttrain.context_parallel import set_self_attention, shard_time
 from cosmos_posttrain.distributed import init_world
@@ -43,6 +47,26 @@ def forward_flops(tokens: int, dim: int = 2048, blocks: int = 32) -> float:
     linear = 2 * tokens * (4 * dim * dim + 2 * dim * dim + 8 * dim * dim)
     attention = 4 * tokens * tokens * dim
     return blocks * (linear + attention)
+
+
+def sage_warp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SageAttention 2's Hopper kernel with per-warp Q/K scales (sageattn() picks per-thread)."""
+    from sageattention import sageattn_qk_int8_pv_fp8_cuda_sm90
+
+    return sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="NHD", qk_quant_gran="per_warp")
+
+
+def quantise_fp8(*models: torch.nn.Module) -> None:
+    """The blocks' linear layers in FP8 (torchao: dynamic per-row activation and weight scales,
+    torch._scaled_mm); embeddings, projections and the final layer stay bf16."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    for model in models:
+        for block in list(getattr(model, "transformer_blocks", [])) + list(
+            getattr(model, "control_blocks", [])
+        ):
+            quantize_(block, config, filter_fn=lambda m, _: isinstance(m, torch.nn.Linear))
 
 
 def main() -> None:
@@ -97,17 +121,28 @@ def main() -> None:
         set_self_attention(base, world.cp_group, kernel)
         set_self_attention(ctrl, world.cp_group, kernel)
 
+    attention_kernels.KERNELS["sage_warp"] = sage_warp_attention
+    inputs = (x, timestep, text, cond_mask, padding, control)
+    reference = None
     if args.quality and world.cp == 1:
-        quality(args, base, ctrl, (x, timestep, text, cond_mask, padding, control), use_kernel)
+        reference = quality(args, base, ctrl, inputs, use_kernel)
+    quantised = False
 
     for variant in args.variants.split(","):
         mode, backend, *extra = variant.split(":")
+        if "fp8" in extra and not quantised:
+            if compiled:
+                torch._dynamo.reset()  # recompile the blocks around the FP8 layers
+            quantise_fp8(base, ctrl)
+            quantised = True
+            if reference is not None:
+                fp8_quality(args, base, ctrl, inputs, use_kernel, reference)
         if "compile" in extra and not compiled:
             for block in list(base.transformer_blocks) + list(ctrl.control_blocks):
                 block.compile()
             compiled = True
 
-        own_kernel = backend in ("sage", "fa4")  # the project's processor, not diffusers'
+        own_kernel = backend in ("sage", "sage_warp", "fa4")  # the project's processor
         use_kernel(backend if own_kernel else "sdpa")
         backend = "native" if own_kernel else backend
 
@@ -180,9 +215,34 @@ def main() -> None:
             handle.write(json.dumps(record) + "\n")
 
 
+def write_quality(args, results: dict[str, float]) -> None:
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "gpu": "cpu" if TINY else torch.cuda.get_device_name(),
+        "quality": "relative error of one velocity vs fp32 mem-efficient SDPA",
+        **provenance(),
+        **{f"rel_err_{k}": round(v, 5) for k, v in results.items()},
+    }
+    print(json.dumps(record), flush=True)
+    with Path(args.out).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 @torch.no_grad()
-def quality(args, base, ctrl, inputs, use_kernel) -> None:
-    """Relative error of one velocity prediction per kernel against an fp32 reference."""
+def fp8_quality(args, base, ctrl, inputs, use_kernel, reference: torch.Tensor) -> None:
+    """The same error with the FP8 linear layers, per kernel (the models are bf16 already)."""
+    results = {}
+    for kernel in args.quality_kernels.split(","):
+        use_kernel(kernel)
+        v = predict_velocity(base, ctrl, *inputs).float()
+        results[f"{kernel}+fp8"] = float((v - reference).norm() / reference.norm())
+    write_quality(args, results)
+
+
+@torch.no_grad()
+def quality(args, base, ctrl, inputs, use_kernel) -> torch.Tensor:
+    """Relative error of one velocity prediction per kernel against an fp32 reference, which
+    is returned."""
     x, timestep, text, cond_mask, padding, control = inputs
 
     def velocity(dtype: torch.dtype, backend: str) -> torch.Tensor:
@@ -203,16 +263,8 @@ def quality(args, base, ctrl, inputs, use_kernel) -> None:
         results[kernel] = float((v - reference).norm() / reference.norm())
     base.to(x.dtype)
     ctrl.to(x.dtype)
-    record = {
-        "date": datetime.date.today().isoformat(),
-        "gpu": "cpu" if TINY else torch.cuda.get_device_name(),
-        "quality": "relative error of one velocity vs fp32 mem-efficient SDPA",
-        **provenance(),
-        **{f"rel_err_{k}": round(v, 5) for k, v in results.items()},
-    }
-    print(json.dumps(record), flush=True)
-    with Path(args.out).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    write_quality(args, results)
+    return reference
 
 
 if __name__ == "__main__":

@@ -8,7 +8,15 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("torch", "triton", "diffusers", "flash-attn-4", "nvidia-cutlass-dsl", "sageattention")
+PACKAGES = (
+    "torch",
+    "triton",
+    "diffusers",
+    "flash-attn-4",
+    "nvidia-cutlass-dsl",
+    "sageattention",
+    "torchao",
+)
 
 
 def git_commit() -> str | None:

@@ -19,7 +19,7 @@ import torch
 
 from .cli import run_cli
 from .data import ResumableSampler, SingleViewDataset, clip_loader
-from .experiments import build_config
+from .experiments import build_config, latent_frames
 from .fsutil import atomic_output
 from .models import build_models
 from .optim import lr_factor
@@ -46,7 +46,7 @@ def pretrain_base(
             f"dataloader_train.dataset.dataset_dir={dataset_dir}",
             f"trainer.seed={seed}",
             f"dataloader_train.dataset.num_frames={num_frames}",
-            f"model.config.state_t={(num_frames - 1) // 4 + 1}",
+            f"model.config.state_t={latent_frames(num_frames)}",
         ]
     )
     device = torch.device("cpu")

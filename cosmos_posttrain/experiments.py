@@ -17,6 +17,14 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .errors import CosmosPosttrainError
 
+TEMPORAL_FACTOR = 4  # video frames per latent frame of the tokenizers (the first frame alone)
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames (`model.config.state_t`) of a clip of `num_frames` frames."""
+    return (num_frames - 1) // TEMPORAL_FACTOR + 1
+
+
 CONTROL_KINDS = ("edge", "depth", "seg", "vis")
 EXPERIMENT_PREFIX = "transfer2_singleview_posttrain_"
 DEFAULT_OUTPUT_ROOT = "/tmp/imaginaire4-output"
@@ -240,10 +248,12 @@ def check_config(config: DictConfig, world_size: int = 1) -> None:
     problems = []
     state_t = int(config.model.config.state_t)
     num_frames = int(config.dataloader_train.dataset.num_frames)
-    if num_frames != (state_t - 1) * 4 + 1:
+    frames = (state_t - 1) * TEMPORAL_FACTOR + 1
+    if num_frames != frames:
         problems.append(
             f"dataloader_train.dataset.num_frames={num_frames} does not match model.config."
-            f"state_t={state_t}: num_frames must be (state_t - 1) * 4 + 1 = {(state_t - 1) * 4 + 1}"
+            f"state_t={state_t}: num_frames must be (state_t - 1) * {TEMPORAL_FACTOR} + 1 = "
+            f"{frames}"
         )
     cp = int(config.model_parallel.context_parallel_size)
     heads = 16 if config.model.preset == "2b" else 2

@@ -29,7 +29,7 @@ from .depth import ENCODERS as DEPTH_ENCODERS
 from .depth import DepthEstimator, normalise_video
 from .distributed import World, init_world, shutdown
 from .errors import CosmosPosttrainError
-from .experiments import build_config, control_kind
+from .experiments import build_config, control_kind, latent_frames
 from .fsutil import write_json_atomic
 from .inference_spec import InferenceSpec, SpecError, load_specs
 from .models import Models, build_models, load_state_file, sync_shared_modules
@@ -294,11 +294,11 @@ def run(
             )
     cp = context_parallel_size or int(os.environ.get("WORLD_SIZE", "1"))
     for spec in specs:  # each chunk's latent frames are split over the CP ranks
-        latent_frames = (spec.num_video_frames_per_chunk - 1) // 4 + 1
-        if latent_frames % cp:
+        latent = latent_frames(spec.num_video_frames_per_chunk)
+        if latent % cp:
             raise SpecError(
                 f"{spec_path}:{spec.line}: num_video_frames_per_chunk="
-                f"{spec.num_video_frames_per_chunk} gives {latent_frames} latent frames, which "
+                f"{spec.num_video_frames_per_chunk} gives {latent} latent frames, which "
                 f"do not split over context_parallel_size={cp}; use --context-parallel-size 1 "
                 "to split the entries over the processes instead"
             )

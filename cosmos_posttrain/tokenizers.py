@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .experiments import TEMPORAL_FACTOR
+
 
 class PixelTokenizer(nn.Module):
     """A weightless stand-in for the VAE: keeps every 4th frame and folds 2x2 pixels into channels.
@@ -19,7 +21,7 @@ class PixelTokenizer(nn.Module):
     which is what the tiny demo requires.
     """
 
-    temporal_factor = 4
+    temporal_factor = TEMPORAL_FACTOR
     spatial_factor = 2
     latent_channels = 12
     scale = 2.0  # brings pixel values in [-1, 1] to about unit variance
@@ -57,7 +59,7 @@ class PixelTokenizer(nn.Module):
 class WanTokenizer(nn.Module):
     """The Wan2.1 VAE (diffusers `AutoencoderKLWan`) with the per-channel latent normalisation."""
 
-    temporal_factor = 4
+    temporal_factor = TEMPORAL_FACTOR
     spatial_factor = 8
     latent_channels = 16
 

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from cosmos_posttrain.config_schema import ConfigError, check_config
 from cosmos_posttrain.demo_data import DEMO_CLIPS
+from cosmos_posttrain.experiments import latent_frames
 
 check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 validate(config, schema="../config/config.schema.yaml")
@@ -159,7 +160,7 @@ def launch_resources():
 def train_overrides(wildcards):
     """config.yaml's train block as the seed's dotted overrides: one mechanism for both."""
     t = config["train"]
-    state_t = (t["num_frames"] - 1) // 4 + 1
+    state_t = latent_frames(t["num_frames"])
     items = [
         f"experiment={EXPERIMENT.format(control=wildcards.control)}",
         f"dataloader_train.dataset.dataset_dir={os.path.abspath(config['dataset_dir'])}",

@@ -32,7 +32,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,12 +43,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from provenance import git_commit
 
 if importlib.util.find_spec("cosmos_posttrain") is None:  # not installed: use this checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmos_posttrain.depth import DepthEstimator, tiny_depth_anything_config  # noqa: E402
-from cosmos_posttrain.seg import Prompt, Segmenter  # noqa: E402
+from cosmos_posttrain.seg import (  # noqa: E402
+    Prompt,
+    Segmenter,
+    tiny_grounding_dino_config,
+    tiny_sam2_video_config,
+)
 
 TINY = os.environ.get("TINY") == "1"
 WIDTH, HEIGHT = 1280, 720
@@ -159,23 +164,8 @@ def sam_model_and_processor():
         from transformers import Sam2ImageProcessor as image_processor_cls
     except ImportError:
         from transformers import Sam2ImageProcessorFast as image_processor_cls
-    if TINY:  # as in tests/test_depth_seg.py
-        vision = Sam2VisionConfig(
-            backbone_config=Sam2HieraDetConfig(
-                blocks_per_stage=[1, 1, 1, 1],
-                image_size=[256, 256],
-                window_positional_embedding_background_size=[2, 2],
-            ),
-            backbone_feature_sizes=[[64, 64], [32, 32], [16, 16]],
-        )
-        config = Sam2VideoConfig(
-            vision_config=vision,
-            prompt_encoder_config=Sam2VideoPromptEncoderConfig(image_size=256),
-            mask_decoder_config=Sam2VideoMaskDecoderConfig(),
-            image_size=256,
-            memory_attention_num_layers=1,
-            memory_attention_rope_feat_sizes=[16, 16],
-        )
+    if TINY:  # the tests' tiny model
+        config = tiny_sam2_video_config()
         size = {"height": 256, "width": 256}
         processor = Sam2VideoProcessor(
             image_processor=image_processor_cls(size=size),
@@ -229,35 +219,8 @@ def dino_model_and_processor(folder: Path):
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     tokenizer = BertTokenizer(str(vocab))
-    if TINY:  # as in tests/test_depth_seg.py
-        config = GroundingDinoConfig(
-            backbone_config=SwinConfig(
-                window_size=7,
-                embed_dim=8,
-                depths=[1, 1, 1, 1],
-                num_heads=[1, 1, 1, 1],
-                image_size=64,
-                out_features=["stage2", "stage3", "stage4"],
-                out_indices=[2, 3, 4],
-            ),
-            text_config=BertConfig(
-                vocab_size=len(VOCAB),
-                hidden_size=16,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=16,
-                max_position_embeddings=64,
-            ),
-            d_model=32,
-            num_queries=3,
-            encoder_layers=1,
-            decoder_layers=2,
-            encoder_ffn_dim=32,
-            decoder_ffn_dim=32,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            max_text_len=32,
-        )
+    if TINY:  # the tests' tiny model
+        config = tiny_grounding_dino_config(len(VOCAB))
         image_processor = GroundingDinoImageProcessor(
             size={"shortest_edge": 64, "longest_edge": 96}
         )
@@ -295,16 +258,6 @@ def load_frames(count: int) -> tuple[np.ndarray, str]:
         print(f"# no real clip ({type(exc).__name__}: {exc}); random frames", flush=True)
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (count, HEIGHT, WIDTH, 3), dtype=np.uint8), "random"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def params_m(model: torch.nn.Module) -> float:

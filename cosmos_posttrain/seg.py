@@ -35,6 +35,64 @@ MAX_OBJECTS = 100
 THRESHOLDS = ((0.15, 0.25), (0.1, 0.1))
 
 
+def tiny_sam2_video_config():
+    """SAM2.1's video architecture at toy size (one Hiera block per stage on 256-pixel inputs):
+    random-weight models for the CPU tests and the controls benchmark's TINY mode."""
+    from transformers import Sam2VideoConfig
+
+    return Sam2VideoConfig(
+        vision_config={
+            "model_type": "sam2_vision_model",
+            "backbone_config": {
+                "model_type": "sam2_hiera_det_model",
+                "blocks_per_stage": [1, 1, 1, 1],
+                "image_size": [256, 256],
+                "window_positional_embedding_background_size": [2, 2],
+            },
+            "backbone_feature_sizes": [[64, 64], [32, 32], [16, 16]],
+        },
+        prompt_encoder_config={"image_size": 256},
+        image_size=256,
+        memory_attention_num_layers=1,
+        memory_attention_rope_feat_sizes=[16, 16],
+    )
+
+
+def tiny_grounding_dino_config(vocab_size: int):
+    """Grounding DINO's architecture at toy size (an 8-wide Swin on 64-pixel inputs, a 16-wide
+    one-layer BERT over `vocab_size` words): for the CPU tests and the benchmark's TINY mode."""
+    from transformers import BertConfig, GroundingDinoConfig, SwinConfig
+
+    return GroundingDinoConfig(
+        backbone_config=SwinConfig(
+            window_size=7,
+            embed_dim=8,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            image_size=64,
+            out_features=["stage2", "stage3", "stage4"],
+            out_indices=[2, 3, 4],
+        ),
+        text_config=BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            max_position_embeddings=64,
+        ),
+        d_model=32,  # GroupNorm(32, d_model)
+        num_queries=3,
+        encoder_layers=1,
+        decoder_layers=2,  # 1 fails to tie weights
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        max_text_len=32,
+    )
+
+
 def palette(n: int = MAX_OBJECTS) -> np.ndarray:
     """n distinct, fixed RGB colours, never black or dark: (n, 3) uint8.
 

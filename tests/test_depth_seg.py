@@ -167,29 +167,15 @@ def zero_frame_video(path: Path) -> Path:
 def sam():
     from transformers import (
         Sam2ImageProcessor,
-        Sam2VideoConfig,
         Sam2VideoModel,
         Sam2VideoProcessor,
         Sam2VideoVideoProcessor,
     )
 
+    from cosmos_posttrain.seg import tiny_sam2_video_config
+
     torch.manual_seed(0)
-    config = Sam2VideoConfig(
-        vision_config={
-            "model_type": "sam2_vision_model",
-            "backbone_config": {
-                "model_type": "sam2_hiera_det_model",
-                "blocks_per_stage": [1, 1, 1, 1],
-                "image_size": [256, 256],
-                "window_positional_embedding_background_size": [2, 2],
-            },
-            "backbone_feature_sizes": [[64, 64], [32, 32], [16, 16]],
-        },
-        prompt_encoder_config={"image_size": 256},
-        image_size=256,
-        memory_attention_num_layers=1,
-        memory_attention_rope_feat_sizes=[16, 16],
-    )
+    config = tiny_sam2_video_config()
     size = {"height": 256, "width": 256}
     processor = Sam2VideoProcessor(
         image_processor=Sam2ImageProcessor(size=size),
@@ -400,46 +386,18 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "person", "car"
 @pytest.fixture(scope="module")
 def grounding(tmp_path_factory):
     from transformers import (
-        BertConfig,
         BertTokenizer,
-        GroundingDinoConfig,
         GroundingDinoForObjectDetection,
         GroundingDinoImageProcessor,
         GroundingDinoProcessor,
-        SwinConfig,
     )
+
+    from cosmos_posttrain.seg import tiny_grounding_dino_config
 
     vocab = tmp_path_factory.mktemp("grounding") / "vocab.txt"
     vocab.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
     torch.manual_seed(0)
-    config = GroundingDinoConfig(
-        backbone_config=SwinConfig(
-            window_size=7,
-            embed_dim=8,
-            depths=[1, 1, 1, 1],
-            num_heads=[1, 1, 1, 1],
-            image_size=64,
-            out_features=["stage2", "stage3", "stage4"],
-            out_indices=[2, 3, 4],
-        ),
-        text_config=BertConfig(
-            vocab_size=len(WORDS),
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=16,
-            max_position_embeddings=64,
-        ),
-        d_model=32,  # GroupNorm(32, d_model)
-        num_queries=3,
-        encoder_layers=1,
-        decoder_layers=2,  # 1 fails to tie weights
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        max_text_len=32,
-    )
+    config = tiny_grounding_dino_config(len(WORDS))
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
         tokenizer=BertTokenizer(str(vocab)),

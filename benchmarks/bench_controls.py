@@ -13,13 +13,13 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from provenance import git_commit
 
 from cosmos_posttrain.controls import (
     blur_control,
@@ -86,9 +86,7 @@ def main() -> None:
     meta = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        "git_commit": git_commit(),
         "opencv": cv2.__version__,
         "resolution": "1280x704",
     }

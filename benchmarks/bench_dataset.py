@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from provenance import git_commit
 
 REPO = Path(__file__).resolve().parent.parent
 MIN_FRAMES = 93  # the reference script's threshold: Cosmos-Transfer2.5 trains on 93 frames
@@ -115,9 +116,6 @@ def run_context(argv: list[str]) -> dict[str, Any]:
     import av
     import pandas as pd
 
-    git = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    )
     return {
         "date": _now(),
         "machine": {
@@ -127,7 +125,7 @@ def run_context(argv: list[str]) -> dict[str, Any]:
             "cpu_count": os.cpu_count(),
             "ram_bytes": _ram_bytes(),
         },
-        "git_commit": git.stdout.strip() or None,
+        "git_commit": git_commit(),
         "software": {
             "python": platform.python_version(),
             "av": av.__version__,

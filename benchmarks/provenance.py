@@ -20,13 +20,16 @@ PACKAGES = (
 
 
 def git_commit() -> str | None:
-    """Short HEAD hash, with "-dirty" when tracked files differ from it."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    )
+    """Short HEAD hash, with "-dirty" when tracked files differ from it (None without git)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        )
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True, cwd=REPO)
+    except OSError:
+        return None
     if head.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True, cwd=REPO)
     return head.stdout.strip() + ("-dirty" if dirty.returncode else "")
 
 

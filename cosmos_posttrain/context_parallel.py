@@ -175,11 +175,13 @@ def set_self_attention(
 
 def set_cross_attention(model: nn.Module, query_splits: int = 4) -> None:
     """Give every block of a Cosmos model our cross-attention processor (queries split in
-    `query_splits`; 1 computes it exactly as diffusers does)."""
+    `query_splits`; 1 computes it as diffusers does). Blocks that also attend to an image
+    context (diffusers' CosmosAttention, with q_img/k_img/v_img) keep diffusers' processor."""
     if query_splits < 1:
         raise ValueError(f"query_splits={query_splits}: must be >= 1")
     for block in blocks_of(model):
-        block.attn2.set_processor(CosmosCrossAttention(query_splits))
+        if getattr(block.attn2, "q_img", None) is None:
+            block.attn2.set_processor(CosmosCrossAttention(query_splits))
 
 
 def enable_context_parallel(

@@ -56,21 +56,15 @@ def run(models, policy: str | None, **speed):
     return v.detach(), grads, ctrl
 
 
-@pytest.mark.parametrize(
-    "policy, speed",
-    [
-        ("none", {}),
-        ("full", {}),
-        ("save_attention", {}),
-        ("save_attention", {"cross_attention_splits": 1}),
-        ("full", {"cross_attention_splits": 4}),
-        ("full", {"cross_attention_splits": 5}),  # 336 tokens: not split (falls back to 1)
-    ],
-)
-def test_speed_settings_equal_the_plain_model(models, policy, speed):
-    ref_v, ref_grads, ref_ctrl = run(models, None)
-    v, grads, ctrl = run(models, policy, **speed)
-    assert torch.allclose(v, ref_v, rtol=1e-6, atol=1e-7)
+def assert_same_training(result, reference, tolerance: float | None) -> None:
+    """Same velocity and gradients (bit for bit when `tolerance` is None), same names."""
+    (v, grads, ctrl), (ref_v, ref_grads, ref_ctrl) = result, reference
+    close = (
+        torch.equal
+        if tolerance is None
+        else lambda a, b: torch.allclose(a, b, rtol=tolerance, atol=tolerance * 1e-3)
+    )
+    assert close(v, ref_v)
     assert len(grads) == len(ref_grads) > 0
     clean = {n.replace("_checkpoint_wrapped_module.", ""): g for n, g in grads.items()}
     for name, grad in ref_grads.items():
@@ -78,6 +72,54 @@ def test_speed_settings_equal_the_plain_model(models, policy, speed):
     # checkpoints and the EMA keep the plain names whatever wraps the blocks
     assert list(ctrl.state_dict()) == list(ref_ctrl.state_dict())
     assert list(PowerEMA(ctrl).state_dict()) == list(PowerEMA(ref_ctrl).state_dict())
+
+
+@pytest.mark.parametrize("policy", ["full", "save_attention"])
+def test_recompute_policies_equal_no_recompute(models, policy):
+    assert_same_training(run(models, policy), run(models, "none"), tolerance=None)
+
+
+@pytest.mark.parametrize("splits", [1, 4, 5])  # 5 does not divide 336 tokens: not split
+def test_our_processors_equal_diffusers_up_to_rounding(models, splits):
+    """The stacked q/k/v product and the split cross-attention change only the rounding."""
+    result = run(models, "save_attention", cross_attention_splits=splits)
+    assert_same_training(result, run(models, None), tolerance=1e-6)
+
+
+def test_split_cross_attention_keeps_each_batch_row_with_its_own_text(models):
+    """Batch 2 with two different texts (inference's guided and unguided calls): each video
+    row attends to its own text, whatever the split."""
+    from diffusers.models.transformers.transformer_cosmos import CosmosAttnProcessor2_0
+
+    from cosmos_posttrain.context_parallel import CosmosCrossAttention
+
+    attn = copy.deepcopy(models[0].transformer_blocks[0].attn2)
+    g = torch.Generator().manual_seed(2)
+    video = torch.randn(2, 336, attn.query_dim, generator=g)
+    texts = torch.randn(2, 32, attn.cross_attention_dim, generator=g)
+    with torch.no_grad():
+        reference = CosmosAttnProcessor2_0()(attn, video, texts)
+        for splits in (1, 4, 5):
+            out = CosmosCrossAttention(splits)(attn, video, texts)
+            assert torch.allclose(out, reference, rtol=1e-5, atol=1e-6), splits
+        swapped = CosmosCrossAttention(4)(attn, video, texts.flip(0))
+    assert not torch.allclose(swapped, reference, rtol=1e-3, atol=1e-4)
+
+
+def test_image_context_blocks_keep_diffusers_cross_attention():
+    """Blocks that also attend to an image context take a (text, image) pair: not ours."""
+    from cosmos_posttrain.context_parallel import CosmosCrossAttention, set_cross_attention
+
+    plain = CosmosTransformer3DModel(**TINY_TRANSFORMER)
+    with_image = CosmosTransformer3DModel(**TINY_TRANSFORMER, img_context_dim_in=16)
+    for model in (plain, with_image):
+        set_cross_attention(model)
+
+    def ours(model) -> list[bool]:
+        blocks = model.transformer_blocks
+        return [isinstance(block.attn2.processor, CosmosCrossAttention) for block in blocks]
+
+    assert all(ours(plain)) and not any(ours(with_image))
 
 
 def test_cross_attention_splits_the_queries_into_batch_rows(models, monkeypatch):

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
+from model_flops import training_step_flops
 from provenance import provenance
 from torch.distributed.device_mesh import init_device_mesh
 
@@ -45,6 +46,7 @@ from cosmos_posttrain import context_parallel
 from cosmos_posttrain.context_parallel import shard_time
 from cosmos_posttrain.distributed import average_gradients, init_world
 from cosmos_posttrain.ema import PowerEMA
+from cosmos_posttrain.experiments import latent_frames
 from cosmos_posttrain.models import CONTROLNET_2B, TRANSFORMER_2B, is_trained
 from cosmos_posttrain.objective import NoisyInput, flow_loss, make_noisy_input, predict_velocity
 from cosmos_posttrain.parallelize import fsdp_loss_scale, parallelize
@@ -57,17 +59,6 @@ FUSED_QKV = context_parallel._fused_qkv
 def three_products(attn, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """q, k and v as diffusers projects them (the `/unfused` variants)."""
     return tuple(layer(hidden_states) for layer in (attn.to_q, attn.to_k, attn.to_v))
-
-
-def step_flops(tokens: int, dim: int = 2048, base_blocks: int = 28, ctrl_blocks: int = 4):
-    """(forward, backward) model FLOPs of one clip, as shared/bench/diffusers_baseline.py."""
-    linear = 2 * tokens * (4 * dim * dim + 2 * dim * dim + 8 * dim * dim)
-    attention = 4 * tokens * tokens * dim
-    forward = (base_blocks + ctrl_blocks) * (linear + attention)
-    backward = base_blocks * (linear + 2.5 * attention) + ctrl_blocks * (
-        2 * linear + 2.5 * attention
-    )
-    return forward, backward
 
 
 def text_encoder_7b(device: torch.device) -> torch.nn.Module:
@@ -97,7 +88,7 @@ def train_step(args, world, encoders, use_fsdp: bool, state, iteration: int) -> 
     """One optimizer step on one clip per data-parallel rank, as the trainer takes it."""
     base, ctrl, trained, optimizer, ema, g = state
     device = world.device
-    t, h, w = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
+    t, h, w = latent_frames(args.frames), args.height // 8, args.width // 8
     if encoders is not None:
         tokenizer, text_model = encoders
         frames = torch.rand(1, 3, args.frames, args.height, args.width, device=device)
@@ -184,7 +175,7 @@ def main() -> None:
     device = world.device
     use_fsdp = args.fsdp == "on" or (args.fsdp == "auto" and world.size > 1)
     mesh = init_device_mesh("cuda", (world.size,)) if use_fsdp else None
-    t, h, w = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
+    t, h, w = latent_frames(args.frames), args.height // 8, args.width // 8
     tokens = t * (h // 2) * (w // 2)
     origin = provenance()  # commit and library versions, in every row
     encoders = None
@@ -197,14 +188,22 @@ def main() -> None:
         encoders = (WanTokenizer(vae).to(device), text_encoder_7b(device))
 
     for variant in args.variants.split(","):
-        # recompute:mode[:kernel[:cross]]: the self-attention kernel (sdpa | fa4) and the
-        # diffusers attention backend of the cross-attention (default: its own choice)
+        # recompute:mode[:kernel[/unfused][:backend[/splits]]], as the docstring says
         recompute, mode, *rest = variant.split(":")
-        if len(rest) > 2:
-            raise SystemExit(f"variant {variant!r}: use recompute:mode[:kernel[:cross]]")
         kernel, _, unfused = (rest[0] if rest else "sdpa").partition("/")
-        context_parallel._fused_qkv = three_products if unfused else FUSED_QKV
         cross, _, splits = (rest[1] if len(rest) > 1 else "native").partition("/")
+        if (
+            len(rest) > 2
+            or mode not in ("eager", "compile", "autotune")
+            or unfused not in ("", "unfused")
+            or not (splits or "4").isdigit()
+            or int(splits or 4) < 1
+        ):
+            raise SystemExit(
+                f"variant {variant!r}: use recompute:eager|compile|autotune"
+                "[:kernel[/unfused][:backend[/splits]]]"
+            )
+        context_parallel._fused_qkv = three_products if unfused else FUSED_QKV
         splits = int(splits or 4)
         torch._dynamo.reset()  # each variant compiles afresh (no shared recompile budget)
         torch._inductor.config.max_autotune_gemm = mode == "autotune"
@@ -277,7 +276,7 @@ def main() -> None:
                 torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
             median = sorted(times)[len(times) // 2]
-            forward, backward = step_flops(tokens)
+            forward, backward = training_step_flops(tokens)
             per_gpu = (forward + backward) / world.cp  # a CP group shares one clip
             peak = torch.tensor([torch.cuda.max_memory_allocated() / 2**30], device=device)
             if world.size > 1:

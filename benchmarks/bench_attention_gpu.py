@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import torch
+from model_flops import block_flops
 from provenance import provenance
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -128,7 +129,7 @@ def main() -> None:
         ref_grads = [t.grad for t in ref_in]
         reference = (ref_out.detach(), ref_grads)
         del ref_in
-        fwd_flops = 4 * batch * args.tokens**2 * args.heads * args.head_dim
+        fwd_flops = batch * block_flops(args.tokens, args.heads * args.head_dim)[1]
         for name in args.kernels.split(","):
             if name == "fa4":
                 attention_kernels.activate_fa4()

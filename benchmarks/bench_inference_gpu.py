@@ -32,8 +32,9 @@ from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
 from model_flops import forward_flops
 from provenance import provenance
+from qkv_products import use_fused_qkv
 
-from cosmos_posttrain import attention_kernels, context_parallel
+from cosmos_posttrain import attention_kernels
 from cosmos_posttrain.attention_kernels import deactivate_fa4
 from cosmos_posttrain.context_parallel import (
     set_cross_attention,
@@ -134,11 +135,9 @@ def main() -> None:
                 torch._dynamo.reset()  # recompile the blocks around the FP8 layers
             quantise_fp8(base, ctrl)
             quantised = True
-            # q, k and v in three products: the stacked-weight product is not measured on
-            # torchao's FP8 weights (the FP8 rows were taken with diffusers' three products)
-            context_parallel._fused_qkv = lambda attn, x: tuple(
-                layer(x) for layer in (attn.to_q, attn.to_k, attn.to_v)
-            )
+            # the stacked-weight product is not measured on torchao's FP8 weights: the FP8
+            # rows were taken with diffusers' three products
+            use_fused_qkv(False)
             if reference is not None:
                 fp8_quality(args, base, ctrl, inputs, use_kernel, reference)
         if "compile" in extra and not compiled:
@@ -233,15 +232,23 @@ def write_quality(args, results: dict[str, float]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def kernel_errors(kernels, use_kernel, velocity, reference: torch.Tensor) -> dict[str, float]:
+    """Relative error of `velocity()` against `reference` with each kernel in turn."""
+    results = {}
+    for kernel in kernels:
+        use_kernel(kernel)
+        results[kernel] = float((velocity() - reference).norm() / reference.norm())
+    return results
+
+
 @torch.no_grad()
 def fp8_quality(args, base, ctrl, inputs, use_kernel, reference: torch.Tensor) -> None:
     """The same error with the FP8 linear layers, per kernel (the models are bf16 already)."""
-    results = {}
-    for kernel in args.quality_kernels.split(","):
-        use_kernel(kernel)
-        v = predict_velocity(base, ctrl, *inputs).float()
-        results[f"{kernel}+fp8"] = float((v - reference).norm() / reference.norm())
-    write_quality(args, results)
+    kernels = args.quality_kernels.split(",")
+    errors = kernel_errors(
+        kernels, use_kernel, lambda: predict_velocity(base, ctrl, *inputs).float(), reference
+    )
+    write_quality(args, {f"{kernel}+fp8": error for kernel, error in errors.items()})
 
 
 @torch.no_grad()
@@ -261,11 +268,9 @@ def quality(args, base, ctrl, inputs, use_kernel) -> torch.Tensor:
     torch.backends.cuda.matmul.allow_tf32 = False
     use_kernel("sdpa")
     reference = velocity(torch.float32, "_native_efficient" if not TINY else "native")
-    results = {}
-    for kernel in args.quality_kernels.split(",") if not TINY else ("sdpa",):
-        use_kernel(kernel)
-        v = velocity(torch.bfloat16 if not TINY else torch.float32, "native")
-        results[kernel] = float((v - reference).norm() / reference.norm())
+    kernels = args.quality_kernels.split(",") if not TINY else ("sdpa",)
+    dtype = torch.bfloat16 if not TINY else torch.float32
+    results = kernel_errors(kernels, use_kernel, lambda: velocity(dtype, "native"), reference)
     base.to(x.dtype)
     ctrl.to(x.dtype)
     write_quality(args, results)

@@ -40,9 +40,9 @@ from diffusers.models.attention_dispatch import attention_backend
 from gpu_profile import profile_gpu_time
 from model_flops import training_step_flops
 from provenance import provenance
+from qkv_products import use_fused_qkv
 from torch.distributed.device_mesh import init_device_mesh
 
-from cosmos_posttrain import context_parallel
 from cosmos_posttrain.context_parallel import shard_time
 from cosmos_posttrain.distributed import average_gradients, init_world
 from cosmos_posttrain.ema import PowerEMA
@@ -53,12 +53,6 @@ from cosmos_posttrain.parallelize import fsdp_loss_scale, parallelize
 from cosmos_posttrain.text_encoders import concat_normalised_layers
 
 PEAK_TFLOPS = 989.0
-FUSED_QKV = context_parallel._fused_qkv
-
-
-def three_products(attn, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """q, k and v as diffusers projects them (the `/unfused` variants)."""
-    return tuple(layer(hidden_states) for layer in (attn.to_q, attn.to_k, attn.to_v))
 
 
 def text_encoder_7b(device: torch.device) -> torch.nn.Module:
@@ -203,7 +197,7 @@ def main() -> None:
                 f"variant {variant!r}: use recompute:eager|compile|autotune"
                 "[:kernel[/unfused][:backend[/splits]]]"
             )
-        context_parallel._fused_qkv = three_products if unfused else FUSED_QKV
+        use_fused_qkv(not unfused)
         splits = int(splits or 4)
         torch._dynamo.reset()  # each variant compiles afresh (no shared recompile budget)
         torch._inductor.config.max_autotune_gemm = mode == "autotune"

@@ -3,12 +3,15 @@
 The 2B architecture (frozen base + 4-block control branch) with random weights in bf16, at the
 seed shape (latents 16 x 24 x 88 x 160, 84,480 tokens; text 512 x 100352). One denoising step
 with guidance is two model calls (guided and unguided); a chunk is `--steps` (35) of them. Each
-variant runs `--measure` steps through the project's own sampler (`generate_latents`) after one
-warm-up step and the chunk time is extrapolated from the median step. The variants: the
-unguided and guided calls separately or batched into one call, the attention backend, and
-`torch.compile` of the transformer blocks; the backend `sage` is SageAttention (INT8 Q.K)
-through the project's attention processor, `sage_warp` the same with one Q/K scale per warp
-instead of per thread. The extra `fp8` (last, it quantises the models in place) runs the
+variant runs `--measure` steps of the project's model call (`objective.predict_velocity`, as the
+sampler makes it) after one warm-up step, and the chunk time is extrapolated from the median
+step. The variants: the unguided and guided calls separately or batched into one call, the
+attention backend, and `torch.compile` of the transformer blocks; the backend `sage` is
+SageAttention (INT8 Q.K) through the project's attention processor, `sage_warp` the same with
+one Q/K scale per warp instead of per thread. Extras: `token_adaln` runs the blocks' adaLN per
+token as diffusers does (the project runs it per latent frame, frame_adaln.py); `unshared`
+computes the first blocks' self-attention for both guidance rows (the sampler shares it,
+context_parallel.same_video_rows); `fp8` (last, it quantises the models in place) runs the
 blocks' linear layers in FP8 (torchao, dynamic per-row scales). `--quality` first measures how
 far one velocity prediction of each kernel lands from an fp32 reference (mem-efficient SDPA in
 fp32), and again with FP8 layers when a variant has them. Results go to
@@ -37,11 +40,13 @@ from qkv_products import use_fused_qkv
 from cosmos_posttrain import attention_kernels
 from cosmos_posttrain.attention_kernels import deactivate_fa4
 from cosmos_posttrain.context_parallel import (
+    same_video_rows,
     set_cross_attention,
     set_self_attention,
     shard_time,
 )
 from cosmos_posttrain.distributed import init_world
+from cosmos_posttrain.frame_adaln import set_frame_adaln
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
 from cosmos_posttrain.objective import predict_velocity
 
@@ -121,6 +126,9 @@ def main() -> None:
             set_self_attention(model, world.cp_group, kernel)
             set_cross_attention(model)
 
+    frame_adaln_now = True  # as parallelize sets it up for inference.py
+    for model in (base, ctrl):
+        set_frame_adaln(model)
     attention_kernels.KERNELS["sage_warp"] = sage_warp_attention
     inputs = (x, timestep, text, cond_mask, padding, control)
     reference = None
@@ -140,6 +148,14 @@ def main() -> None:
             use_fused_qkv(False)
             if reference is not None:
                 fp8_quality(args, base, ctrl, inputs, use_kernel, reference)
+        if not set(extra) <= {"compile", "fp8", "token_adaln", "unshared"}:
+            raise SystemExit(f"variant {variant!r}: extras are compile, fp8, token_adaln, unshared")
+        frame_adaln = "token_adaln" not in extra
+        if frame_adaln != frame_adaln_now:
+            for model in (base, ctrl):
+                set_frame_adaln(model, frame_adaln)
+            frame_adaln_now = frame_adaln
+            torch._dynamo.reset()  # the blocks' norms changed class: compile them afresh
         if "compile" in extra and not compiled:
             for block in list(base.transformer_blocks) + list(ctrl.control_blocks):
                 block.compile()
@@ -149,19 +165,23 @@ def main() -> None:
         use_kernel(backend if own_kernel else "sdpa")
         backend = "native" if own_kernel else backend
 
-        def step(mode: str = mode, backend: str = backend) -> torch.Tensor:
+        # the guided and unguided rows share the first blocks' self-attention, as in sampling
+        shared = (base, ctrl) if "unshared" not in extra else ()
+
+        def step(mode: str = mode, backend: str = backend, shared=shared) -> torch.Tensor:
             with torch.no_grad(), attention_backend(backend):
                 if mode == "batched":
-                    both = predict_velocity(
-                        base,
-                        ctrl,
-                        torch.cat([x, x]),
-                        torch.cat([timestep, timestep]),
-                        torch.cat([text, uncond]),
-                        torch.cat([cond_mask, cond_mask]),
-                        padding,
-                        torch.cat([control, control]),
-                    )
+                    with same_video_rows(*shared):
+                        both = predict_velocity(
+                            base,
+                            ctrl,
+                            torch.cat([x, x]),
+                            torch.cat([timestep, timestep]),
+                            torch.cat([text, uncond]),
+                            torch.cat([cond_mask, cond_mask]),
+                            padding,
+                            torch.cat([control, control]),
+                        )
                     v, v_u = both.chunk(2)
                 else:
                     v = predict_velocity(base, ctrl, x, timestep, text, cond_mask, padding, control)
@@ -180,6 +200,8 @@ def main() -> None:
             "world_size": world.size,
             "cp": world.cp,
             "fp8_linear": quantised,  # once quantised, every later variant runs FP8 too
+            "frame_adaln": frame_adaln,
+            "shared_first_rows": bool(shared) and mode == "batched",
         }
         try:
             if device.type == "cuda":

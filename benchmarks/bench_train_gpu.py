@@ -6,11 +6,12 @@ parallel rank (latents 16 x 24 x 88 x 160 = 84,480 tokens, text 512 x 100352), t
 project's own code: `parallelize` (attention processor and Ulysses CP, recompute policy,
 compile, FSDP2), `objective` (noisy input, velocity, loss), fused AdamW, power EMA.
 
-Variants are `recompute:mode[:kernel[:cross]]`:
+Variants are `recompute:mode[:kernel[/flags][:cross]]`:
 - recompute in none|full|save_attention;
 - mode in eager|compile|autotune (compile with Inductor's max-autotune GEMMs);
 - the self-attention kernel (attention_kernels.py: sdpa by default here, fa4, auto), with
-  `/unfused` after it projecting q, k and v in three products instead of the processor's one;
+  `/unfused` after it projecting q, k and v in three products instead of the processor's one,
+  and `/token_adaln` running the blocks' adaLN per token as diffusers does, not per frame;
 - `cross` as `backend[/splits]`: the diffusers attention backend for everything else that goes
   through its dispatcher, the cross-attention above all (default `native`, PyTorch's own
   choice: cuDNN on Hopper), and how many rows the cross-attention's queries are split into
@@ -182,22 +183,22 @@ def main() -> None:
         encoders = (WanTokenizer(vae).to(device), text_encoder_7b(device))
 
     for variant in args.variants.split(","):
-        # recompute:mode[:kernel[/unfused][:backend[/splits]]], as the docstring says
+        # recompute:mode[:kernel[/flags][:backend[/splits]]], as the docstring says
         recompute, mode, *rest = variant.split(":")
-        kernel, _, unfused = (rest[0] if rest else "sdpa").partition("/")
+        kernel, *flags = (rest[0] if rest else "sdpa").split("/")
         cross, _, splits = (rest[1] if len(rest) > 1 else "native").partition("/")
         if (
             len(rest) > 2
             or mode not in ("eager", "compile", "autotune")
-            or unfused not in ("", "unfused")
+            or not set(flags) <= {"unfused", "token_adaln"}
             or not (splits or "4").isdigit()
             or int(splits or 4) < 1
         ):
             raise SystemExit(
                 f"variant {variant!r}: use recompute:eager|compile|autotune"
-                "[:kernel[/unfused][:backend[/splits]]]"
+                "[:kernel[/unfused][/token_adaln][:backend[/splits]]]"
             )
-        use_fused_qkv(not unfused)
+        use_fused_qkv("unfused" not in flags)
         splits = int(splits or 4)
         torch._dynamo.reset()  # each variant compiles afresh (no shared recompile budget)
         torch._inductor.config.max_autotune_gemm = mode == "autotune"
@@ -216,6 +217,7 @@ def main() -> None:
                 cp_group=world.cp_group,
                 attention_kernel=kernel,
                 cross_attention_splits=splits,
+                frame_adaln="token_adaln" not in flags,
                 recompute=recompute,
                 compile=mode in ("compile", "autotune"),
                 fsdp_mesh=mesh if model is ctrl else None,
@@ -245,7 +247,8 @@ def main() -> None:
             "compile": mode != "eager",
             "max_autotune_gemm": mode == "autotune",
             "attention_kernel": kernel,
-            "fused_qkv": not unfused,
+            "fused_qkv": "unfused" not in flags,
+            "frame_adaln": "token_adaln" not in flags,
             "cross_attention_backend": cross,
             "cross_attention_splits": splits,
             "fsdp": use_fsdp,

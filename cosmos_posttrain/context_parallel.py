@@ -15,6 +15,9 @@ cross-attention splits its queries so that its backward pass fills the GPU.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -55,13 +58,16 @@ def _fused_qkv(attn, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 class CosmosSelfAttention:
     """The self-attention of a Cosmos block (as diffusers' CosmosAttnProcessor2_0 computes it)
-    with a chosen kernel and, under context parallelism, the two all-to-alls around it."""
+    with a chosen kernel and, under context parallelism, the two all-to-alls around it.
+    `identical_rows` (set by `same_video_rows`) says that every row of the batch holds the
+    same input: one row is computed and shared."""
 
     def __init__(
         self, group: dist.ProcessGroup | None = None, kernel: Kernel = sdpa_attention
     ) -> None:
         self.group = group
         self.kernel = kernel
+        self.identical_rows = False
 
     def __call__(
         self,
@@ -73,6 +79,12 @@ class CosmosSelfAttention:
     ) -> torch.Tensor:
         if encoder_hidden_states is not None:
             raise ValueError("CosmosSelfAttention serves self-attention only")
+        if self.identical_rows and hidden_states.shape[0] > 1:
+            one = self.attend(attn, hidden_states[:1], attention_mask, image_rotary_emb)
+            return one.expand(hidden_states.shape[0], -1, -1)
+        return self.attend(attn, hidden_states, attention_mask, image_rotary_emb)
+
+    def attend(self, attn, hidden_states, attention_mask, image_rotary_emb) -> torch.Tensor:
         from diffusers.models.embeddings import apply_rotary_emb
 
         def heads(x: torch.Tensor) -> torch.Tensor:  # (B, S, H*D) -> (B, H, S, D)
@@ -171,6 +183,26 @@ def set_self_attention(
         block.attn1.set_processor(CosmosSelfAttention(group, call))
     if group is not None and not isinstance(model.rope, ShardedRope):
         model.rope = ShardedRope(model.rope, group)
+
+
+@contextlib.contextmanager
+def same_video_rows(*models: nn.Module) -> Iterator[None]:
+    """Within this, each batch row of the models' video input is the same and only the text
+    differs (the guided and unguided halves of a sampling step). The first block of a Cosmos
+    model attends to the text only after its self-attention (the control branch's residuals
+    are added after the block), so that self-attention, the costliest call of the block, runs
+    on one row for all. Models without the project's processor are left as they are."""
+    processors = [
+        getattr(blocks_of(m)[0].attn1, "processor", None) for m in models if m is not None
+    ]
+    ours = [p for p in processors if isinstance(p, CosmosSelfAttention)]
+    for processor in ours:
+        processor.identical_rows = True
+    try:
+        yield
+    finally:
+        for processor in ours:
+            processor.identical_rows = False
 
 
 def set_cross_attention(model: nn.Module, query_splits: int = 4) -> None:

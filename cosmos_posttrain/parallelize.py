@@ -1,5 +1,6 @@
 """How the Cosmos models run on the hardware, applied in torchtitan's order: context parallelism
-(the attention processor), activation recompute, torch.compile, then FSDP2.
+(the attention processors) and the frame-wise adaLN, activation recompute, torch.compile, then
+FSDP2.
 
 Recompute policies, since self-attention over 84,480 tokens is about 90% of a step's FLOPs:
 - "full": every block's activations are recomputed in the backward pass (least memory);
@@ -20,6 +21,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from .context_parallel import blocks_of, set_cross_attention, set_self_attention
+from .frame_adaln import set_frame_adaln
 
 RECOMPUTE_POLICIES = ("none", "full", "save_attention")
 
@@ -88,14 +90,18 @@ def parallelize(
     cp_group: dist.ProcessGroup | None = None,
     attention_kernel: str = "auto",
     cross_attention_splits: int = 4,
+    frame_adaln: bool = True,
     recompute: str = "full",
     compile: bool = False,
     fsdp_mesh=None,
 ) -> nn.Module:
     """Apply everything above to one Cosmos model, in the order that composes. The attention
-    kernel `auto` picks FA4 where it runs (see attention_kernels.attention_kernel)."""
+    kernel `auto` picks FA4 where it runs (see attention_kernels.attention_kernel);
+    `frame_adaln` computes the blocks' adaLN once per latent frame (frame_adaln.py)."""
     set_self_attention(model, cp_group, attention_kernel)
     set_cross_attention(model, cross_attention_splits)
+    if frame_adaln:
+        set_frame_adaln(model)
     apply_recompute(model, recompute)
     if compile:
         compile_blocks(model)

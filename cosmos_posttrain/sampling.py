@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .context_parallel import shard_time
+from .context_parallel import same_video_rows, shard_time
 from .objective import predict_velocity
 
 
@@ -69,18 +69,19 @@ def generate_latents(
         x_in = cond_mask * cond + (1 - cond_mask) * x
         timestep = indicator * cond_timestep + (1 - indicator) * sigma
         if guidance and uncond_text is not None:
-            # one batched call for the guided and the unguided pass
-            both = predict_velocity(
-                transformer,
-                controlnet,
-                torch.cat([x_in, x_in]),
-                torch.cat([timestep, timestep]),
-                torch.cat([text, uncond_text]),
-                torch.cat([cond_mask, cond_mask]),
-                padding_mask,
-                None if control_latents is None else torch.cat([control_latents] * 2),
-                control_scale,
-            )
+            # one batched call for the guided and the unguided pass, which share the video
+            with same_video_rows(transformer, controlnet):
+                both = predict_velocity(
+                    transformer,
+                    controlnet,
+                    torch.cat([x_in, x_in]),
+                    torch.cat([timestep, timestep]),
+                    torch.cat([text, uncond_text]),
+                    torch.cat([cond_mask, cond_mask]),
+                    padding_mask,
+                    None if control_latents is None else torch.cat([control_latents] * 2),
+                    control_scale,
+                )
             v, v_u = both.chunk(2)
             v = v + guidance * (v - v_u)
         else:

@@ -11,7 +11,9 @@ SageAttention (INT8 Q.K) through the project's attention processor, `sage_warp` 
 one Q/K scale per warp instead of per thread. Extras: `token_adaln` runs the blocks' adaLN per
 token as diffusers does (the project runs it per latent frame, frame_adaln.py); `unshared`
 computes the first blocks' self-attention for both guidance rows (the sampler shares it,
-context_parallel.same_video_rows); `fp8` (last, it quantises the models in place) runs the
+context_parallel.same_video_rows); `cublaslt` sends the matrix products through cuBLASLt
+instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent
+tuning of its generated kernels; `fp8` (last, it quantises the models in place) runs the
 blocks' linear layers in FP8 (torchao, dynamic per-row scales). `--quality` first measures how
 far one velocity prediction of each kernel lands from an fp32 reference (mem-efficient SDPA in
 fp32), and again with FP8 layers when a variant has them. Results go to
@@ -126,6 +128,7 @@ def main() -> None:
             set_self_attention(model, world.cp_group, kernel)
             set_cross_attention(model)
 
+    blas = torch.backends.cuda.preferred_blas_library() if device.type == "cuda" else None
     frame_adaln_now = True  # as parallelize sets it up for inference.py
     for model in (base, ctrl):
         set_frame_adaln(model)
@@ -148,8 +151,14 @@ def main() -> None:
             use_fused_qkv(False)
             if reference is not None:
                 fp8_quality(args, base, ctrl, inputs, use_kernel, reference)
-        if not set(extra) <= {"compile", "fp8", "token_adaln", "unshared"}:
-            raise SystemExit(f"variant {variant!r}: extras are compile, fp8, token_adaln, unshared")
+        known = {"compile", "fp8", "token_adaln", "unshared", "cublaslt", "cdtune"}
+        if not set(extra) <= known:
+            raise SystemExit(f"variant {variant!r}: extras are {', '.join(sorted(known))}")
+        if ("cdtune" in extra) != torch._inductor.config.coordinate_descent_tuning:
+            torch._inductor.config.coordinate_descent_tuning = "cdtune" in extra
+            torch._dynamo.reset()  # compile the blocks afresh with the other setting
+        if device.type == "cuda":  # the matrix products through cuBLASLt's heuristics or cuBLAS
+            torch.backends.cuda.preferred_blas_library("cublaslt" if "cublaslt" in extra else blas)
         frame_adaln = "token_adaln" not in extra
         if frame_adaln != frame_adaln_now:
             for model in (base, ctrl):
@@ -201,6 +210,8 @@ def main() -> None:
             "cp": world.cp,
             "fp8_linear": quantised,  # once quantised, every later variant runs FP8 too
             "frame_adaln": frame_adaln,
+            "coordinate_descent_tuning": "cdtune" in extra,
+            "blas": str(torch.backends.cuda.preferred_blas_library()) if blas else None,
             "shared_first_rows": bool(shared) and mode == "batched",
         }
         try:

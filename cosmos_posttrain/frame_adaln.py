@@ -1,13 +1,13 @@
-"""The adaLN modulation of the Cosmos blocks computed once per latent frame, not once per token.
+"""The adaLN modulation of the Cosmos models computed once per latent frame, not once per token.
 
 Cosmos 2.5 gives each latent frame its own timestep (conditioning frames keep theirs), and
 diffusers' model forward copies the timestep embedding to every token before the blocks run.
-Each block's three adaLN-Zero layers (SiLU, then 2048 -> 256 -> 6144 products) then run on
-84,480 rows per clip at the seed shape, of which only 24 differ: in the trainer that is
-forward, recompute and backward of about 1 TFLOP of products and several GiB of memory traffic
-per block. Here they run on the first token of each frame, and shift, scale and gate are
-broadcast over the frame's tokens: the same values up to rounding (tests/test_parallelize.py),
-the same parameters and state-dict names.
+Each block's three adaLN-Zero layers (SiLU, then 2048 -> 256 -> 6144 products) and the output
+layer's adaLN then run on 84,480 rows per clip at the seed shape, of which only 24 differ: in
+the trainer that is forward, recompute and backward of about 1 TFLOP of products and several
+GiB of memory traffic per block. Here they run on the first token of each frame, and shift,
+scale and gate are broadcast over the frame's tokens: the same values up to rounding
+(tests/test_parallelize.py), the same parameters and state-dict names.
 """
 
 from __future__ import annotations
@@ -15,38 +15,63 @@ from __future__ import annotations
 import inspect
 
 import torch
-from diffusers.models.transformers.transformer_cosmos import CosmosAdaLayerNormZero
+from diffusers.models.transformers.transformer_cosmos import (
+    CosmosAdaLayerNorm,
+    CosmosAdaLayerNormZero,
+)
 from torch import nn
 
 
-class FrameAdaLayerNormZero(CosmosAdaLayerNormZero):
-    """diffusers' CosmosAdaLayerNormZero on the frame rows of the timestep embedding.
-
-    `tokens_per_frame` is set by the model's forward pre-hook (`set_frame_adaln`) from the
-    latents' shape; without it, or when the rows do not split into frames, this is diffusers'
-    forward unchanged."""
+class _FrameRows:
+    """What the two frame-wise layers share. `tokens_per_frame` is set by the model's forward
+    pre-hook (`set_frame_adaln`) from the latents' shape."""
 
     tokens_per_frame: int | None = None
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        embedded_timestep: torch.Tensor,
-        temb: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame_embedding(
+        self, hidden_states: torch.Tensor, embedded_timestep: torch.Tensor, temb, width: int
+    ) -> torch.Tensor | None:
+        """The modulation rows (B, T, width) from the first token of each frame, or None where
+        the rows are not frames (one timestep per clip, no frame count, tokens that do not
+        split into it): the caller then runs diffusers' forward unchanged."""
         per_frame = self.tokens_per_frame
-        batch, tokens, dim = hidden_states.shape
-        if embedded_timestep.ndim != 3 or not per_frame or tokens % per_frame:
-            return super().forward(hidden_states, embedded_timestep, temb)
-        frames = tokens // per_frame
+        if embedded_timestep.ndim != 3 or not per_frame or hidden_states.shape[1] % per_frame:
+            return None
         emb = self.linear_2(self.linear_1(self.activation(embedded_timestep[:, ::per_frame])))
-        if temb is not None:
-            emb = emb + temb[:, ::per_frame]
-        shift, scale, gate = (x.unsqueeze(2) for x in emb.chunk(3, dim=-1))  # (B, T, 1, D)
-        normed = self.norm(hidden_states).unflatten(1, (frames, per_frame))
-        normed = normed * (1 + scale) + shift
-        gate = gate.expand(batch, frames, per_frame, dim)
-        return normed.flatten(1, 2), gate.flatten(1, 2)
+        return emb if temb is None else emb + temb[:, ::per_frame, :width]
+
+    def modulate(self, hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
+        """LayerNorm, then each frame's tokens scaled and shifted by that frame's row."""
+        frames = shift.shape[1]
+        normed = self.norm(hidden_states).unflatten(1, (frames, -1))
+        return (normed * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)).flatten(1, 2)
+
+
+class FrameAdaLayerNormZero(_FrameRows, CosmosAdaLayerNormZero):
+    """diffusers' CosmosAdaLayerNormZero (the blocks' three norms) on the frame rows."""
+
+    def forward(self, hidden_states, embedded_timestep, temb=None):
+        emb = self.frame_embedding(
+            hidden_states, embedded_timestep, temb, 3 * hidden_states.shape[-1]
+        )
+        if emb is None:
+            return super().forward(hidden_states, embedded_timestep, temb)
+        shift, scale, gate = emb.chunk(3, dim=-1)
+        gate = gate.unsqueeze(2).expand(-1, -1, hidden_states.shape[1] // gate.shape[1], -1)
+        return self.modulate(hidden_states, shift, scale), gate.flatten(1, 2)
+
+
+class FrameAdaLayerNorm(_FrameRows, CosmosAdaLayerNorm):
+    """diffusers' CosmosAdaLayerNorm (the output layer's norm) on the frame rows."""
+
+    def forward(self, hidden_states, embedded_timestep, temb=None):
+        emb = self.frame_embedding(hidden_states, embedded_timestep, temb, 2 * self.embedding_dim)
+        if emb is None:
+            return super().forward(hidden_states, embedded_timestep, temb)
+        return self.modulate(hidden_states, *emb.chunk(2, dim=-1))
+
+
+FRAME_WISE = {CosmosAdaLayerNormZero: FrameAdaLayerNormZero, CosmosAdaLayerNorm: FrameAdaLayerNorm}
 
 
 def _record_tokens_per_frame(model: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -57,21 +82,17 @@ def _record_tokens_per_frame(model: nn.Module, args: tuple, kwargs: dict) -> Non
     _, patch_h, patch_w = model.config.patch_size
     per_frame = (latents.shape[-2] // patch_h) * (latents.shape[-1] // patch_w)
     for module in model.modules():
-        if isinstance(module, FrameAdaLayerNormZero):
+        if isinstance(module, _FrameRows):
             module.tokens_per_frame = per_frame
 
 
 def set_frame_adaln(model: nn.Module, enabled: bool = True) -> None:
-    """Switch the adaLN layers of every block of a Cosmos model to the frame-wise forward
-    (before wrapping, compiling or sharding the blocks); `enabled=False` switches them back
-    (for benchmarks that compare both)."""
-    old, new = (
-        (CosmosAdaLayerNormZero, FrameAdaLayerNormZero)
-        if enabled
-        else (FrameAdaLayerNormZero, CosmosAdaLayerNormZero)
-    )
+    """Switch the adaLN layers of a Cosmos model to the frame-wise forward (before wrapping,
+    compiling or sharding the blocks); `enabled=False` switches them back (for benchmarks that
+    compare both)."""
+    swap = FRAME_WISE if enabled else {new: old for old, new in FRAME_WISE.items()}
     for module in model.modules():
-        if type(module) is old:
-            module.__class__ = new
+        if type(module) in swap:
+            module.__class__ = swap[type(module)]
     if _record_tokens_per_frame not in model._forward_pre_hooks.values():
         model.register_forward_pre_hook(_record_tokens_per_frame, with_kwargs=True)

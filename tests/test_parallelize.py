@@ -95,11 +95,9 @@ def test_frame_adaln_equals_diffusers_and_runs_on_frame_rows(models, frame_adaln
     products then see one row per frame (3), not one per token (3 x 8 x 14 = 336)."""
     rows = set()
     hooked = copy.deepcopy(models)
-    for model in hooked:
-        for block in blocks_of(model):
-            block.norm1.linear_1.register_forward_hook(
-                lambda module, args, out: rows.add(args[0].shape[1])
-            )
+    norms = [block.norm1 for model in hooked for block in blocks_of(model)]
+    for norm in [*norms, hooked[0].norm_out]:  # the blocks' and the output layer's
+        norm.linear_1.register_forward_hook(lambda module, args, out: rows.add(args[0].shape[1]))
     result = run(hooked, "save_attention", frame_adaln=frame_adaln)
     assert rows == ({3} if frame_adaln else {336})
     assert_same_training(result, run(models, None), tolerance=1e-6)
@@ -108,20 +106,22 @@ def test_frame_adaln_equals_diffusers_and_runs_on_frame_rows(models, frame_adaln
 def test_frame_adaln_falls_back_where_rows_are_not_frames(models):
     """One timestep per clip (2-D embedding) or tokens that do not split into the recorded
     frames: diffusers' forward, unchanged."""
-    from diffusers.models.transformers.transformer_cosmos import CosmosAdaLayerNormZero
+    from cosmos_posttrain.frame_adaln import FRAME_WISE
 
-    from cosmos_posttrain.frame_adaln import FrameAdaLayerNormZero
-
-    norm = copy.deepcopy(blocks_of(models[0])[0].norm1)
-    plain = copy.deepcopy(norm)
-    assert type(plain) is CosmosAdaLayerNormZero
-    norm.__class__ = FrameAdaLayerNormZero  # what set_frame_adaln does to each block's norms
     dim = TINY_TRANSFORMER["num_attention_heads"] * TINY_TRANSFORMER["attention_head_dim"]
     x = torch.randn(2, 10, dim)
-    norm.tokens_per_frame = 4  # does not divide 10 tokens
-    for emb in (torch.randn(2, dim), torch.randn(2, 10, dim)):
-        with torch.no_grad():
-            assert all(map(torch.equal, norm(x, emb), plain(x, emb)))
+    for plain in (blocks_of(models[0])[0].norm1, models[0].norm_out):
+        norm = copy.deepcopy(plain)
+        norm.__class__ = FRAME_WISE[type(plain)]  # what set_frame_adaln does
+        norm.tokens_per_frame = 4  # does not divide 10 tokens
+        for emb in (torch.randn(2, dim), torch.randn(2, 10, dim)):
+            with torch.no_grad():
+                ours, theirs = norm(x, emb), plain(x, emb)
+            assert (
+                all(map(torch.equal, ours, theirs))
+                if isinstance(ours, tuple)
+                else (torch.equal(ours, theirs))
+            )
     model = copy.deepcopy(models[0])
     for _ in range(2):  # applying it twice registers one hook
         set_frame_adaln(model)

@@ -41,16 +41,12 @@ from qkv_products import use_fused_qkv
 
 from cosmos_posttrain import attention_kernels
 from cosmos_posttrain.attention_kernels import deactivate_fa4
-from cosmos_posttrain.context_parallel import (
-    same_video_rows,
-    set_cross_attention,
-    set_self_attention,
-    shard_time,
-)
+from cosmos_posttrain.context_parallel import set_cross_attention, set_self_attention, shard_time
 from cosmos_posttrain.distributed import init_world
 from cosmos_posttrain.frame_adaln import set_frame_adaln
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
 from cosmos_posttrain.objective import predict_velocity
+from cosmos_posttrain.sampling import guided_velocity
 
 TINY = os.environ.get("TINY") == "1"
 
@@ -174,29 +170,27 @@ def main() -> None:
         use_kernel(backend if own_kernel else "sdpa")
         backend = "native" if own_kernel else backend
 
-        # the guided and unguided rows share the first blocks' self-attention, as in sampling
-        shared = (base, ctrl) if "unshared" not in extra else ()
+        shared = "unshared" not in extra  # the first blocks' self-attention, as in sampling
 
         def step(mode: str = mode, backend: str = backend, shared=shared) -> torch.Tensor:
             with torch.no_grad(), attention_backend(backend):
-                if mode == "batched":
-                    with same_video_rows(*shared):
-                        both = predict_velocity(
-                            base,
-                            ctrl,
-                            torch.cat([x, x]),
-                            torch.cat([timestep, timestep]),
-                            torch.cat([text, uncond]),
-                            torch.cat([cond_mask, cond_mask]),
-                            padding,
-                            torch.cat([control, control]),
-                        )
-                    v, v_u = both.chunk(2)
-                else:
-                    v = predict_velocity(base, ctrl, x, timestep, text, cond_mask, padding, control)
-                    v_u = predict_velocity(
-                        base, ctrl, x, timestep, uncond, cond_mask, padding, control
+                if mode == "batched":  # the sampler's call
+                    return guided_velocity(
+                        base,
+                        ctrl,
+                        x,
+                        timestep,
+                        text,
+                        uncond,
+                        cond_mask,
+                        padding,
+                        control,
+                        1.0,
+                        3.0,
+                        share_first_rows=shared,
                     )
+                v = predict_velocity(base, ctrl, x, timestep, text, cond_mask, padding, control)
+                v_u = predict_velocity(base, ctrl, x, timestep, uncond, cond_mask, padding, control)
                 return v + 3.0 * (v - v_u)
 
         record = {
@@ -212,7 +206,7 @@ def main() -> None:
             "frame_adaln": frame_adaln,
             "coordinate_descent_tuning": "cdtune" in extra,
             "blas": str(torch.backends.cuda.preferred_blas_library()) if blas else None,
-            "shared_first_rows": bool(shared) and mode == "batched",
+            "shared_first_rows": shared and mode == "batched",
         }
         try:
             if device.type == "cuda":

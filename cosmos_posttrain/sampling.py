@@ -17,6 +17,39 @@ def sigma_schedule(steps: int, shift: float) -> torch.Tensor:
     return shift * t / (1 + (shift - 1) * t)
 
 
+def guided_velocity(
+    transformer,
+    controlnet,
+    x: torch.Tensor,
+    timestep: torch.Tensor,
+    text: torch.Tensor,
+    uncond_text: torch.Tensor,
+    cond_mask: torch.Tensor,
+    padding_mask: torch.Tensor,
+    control_latents: torch.Tensor | None,
+    control_scale: float,
+    guidance: float,
+    share_first_rows: bool = True,
+) -> torch.Tensor:
+    """v = cond + guidance (cond - uncond), the guided and unguided rows in one batched call.
+    The rows hold the same video, so the first blocks' self-attention runs once for both
+    (`same_video_rows`; `share_first_rows=False` computes both, for benchmarks)."""
+    with same_video_rows(*((transformer, controlnet) if share_first_rows else ())):
+        both = predict_velocity(
+            transformer,
+            controlnet,
+            torch.cat([x, x]),
+            torch.cat([timestep, timestep]),
+            torch.cat([text, uncond_text]),
+            torch.cat([cond_mask, cond_mask]),
+            padding_mask,
+            None if control_latents is None else torch.cat([control_latents] * 2),
+            control_scale,
+        )
+    v, v_u = both.chunk(2)
+    return v + guidance * (v - v_u)
+
+
 @torch.no_grad()
 def generate_latents(
     transformer,
@@ -69,21 +102,19 @@ def generate_latents(
         x_in = cond_mask * cond + (1 - cond_mask) * x
         timestep = indicator * cond_timestep + (1 - indicator) * sigma
         if guidance and uncond_text is not None:
-            # one batched call for the guided and the unguided pass, which share the video
-            with same_video_rows(transformer, controlnet):
-                both = predict_velocity(
-                    transformer,
-                    controlnet,
-                    torch.cat([x_in, x_in]),
-                    torch.cat([timestep, timestep]),
-                    torch.cat([text, uncond_text]),
-                    torch.cat([cond_mask, cond_mask]),
-                    padding_mask,
-                    None if control_latents is None else torch.cat([control_latents] * 2),
-                    control_scale,
-                )
-            v, v_u = both.chunk(2)
-            v = v + guidance * (v - v_u)
+            v = guided_velocity(
+                transformer,
+                controlnet,
+                x_in,
+                timestep,
+                text,
+                uncond_text,
+                cond_mask,
+                padding_mask,
+                control_latents,
+                control_scale,
+                guidance,
+            )
         else:
             v = predict_velocity(
                 transformer,

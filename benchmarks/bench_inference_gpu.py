@@ -11,7 +11,7 @@ SageAttention (INT8 Q.K) through the project's attention processor, `sage_warp` 
 one Q/K scale per warp instead of per thread. Extras: `token_adaln` runs the blocks' adaLN per
 token as diffusers does (the project runs it per latent frame, frame_adaln.py); `unshared`
 computes the first blocks' self-attention for both guidance rows (the sampler shares it,
-context_parallel.same_video_rows); `cublaslt` sends the matrix products through cuBLASLt
+context_parallel.repeated_video_halves); `cublaslt` sends the matrix products through cuBLASLt
 instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent
 tuning of its generated kernels; `fp8` (last, it quantises the models in place) runs the
 blocks' linear layers in FP8 (torchao, dynamic per-row scales). `--quality` first measures how

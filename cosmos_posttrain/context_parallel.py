@@ -59,15 +59,15 @@ def _fused_qkv(attn, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
 class CosmosSelfAttention:
     """The self-attention of a Cosmos block (as diffusers' CosmosAttnProcessor2_0 computes it)
     with a chosen kernel and, under context parallelism, the two all-to-alls around it.
-    `identical_rows` (set by `same_video_rows`) says that every row of the batch holds the
-    same input: one row is computed and shared."""
+    `repeated_halves` (set by `repeated_video_halves`) says that the second half of the batch
+    holds the same input as the first: the first half is computed and used for both."""
 
     def __init__(
         self, group: dist.ProcessGroup | None = None, kernel: Kernel = sdpa_attention
     ) -> None:
         self.group = group
         self.kernel = kernel
-        self.identical_rows = False
+        self.repeated_halves = False
 
     def __call__(
         self,
@@ -79,12 +79,19 @@ class CosmosSelfAttention:
     ) -> torch.Tensor:
         if encoder_hidden_states is not None:
             raise ValueError("CosmosSelfAttention serves self-attention only")
-        if self.identical_rows and hidden_states.shape[0] > 1:
-            one = self.attend(attn, hidden_states[:1], attention_mask, image_rotary_emb)
-            return one.expand(hidden_states.shape[0], -1, -1)
+        batch = hidden_states.shape[0]
+        if self.repeated_halves and batch % 2 == 0:
+            half = self.attend(attn, hidden_states[: batch // 2], attention_mask, image_rotary_emb)
+            return torch.cat([half, half])
         return self.attend(attn, hidden_states, attention_mask, image_rotary_emb)
 
-    def attend(self, attn, hidden_states, attention_mask, image_rotary_emb) -> torch.Tensor:
+    def attend(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
         from diffusers.models.embeddings import apply_rotary_emb
 
         def heads(x: torch.Tensor) -> torch.Tensor:  # (B, S, H*D) -> (B, H, S, D)
@@ -186,23 +193,24 @@ def set_self_attention(
 
 
 @contextlib.contextmanager
-def same_video_rows(*models: nn.Module) -> Iterator[None]:
-    """Within this, each batch row of the models' video input is the same and only the text
-    differs (the guided and unguided halves of a sampling step). The first block of a Cosmos
-    model attends to the text only after its self-attention (the control branch's residuals
-    are added after the block), so that self-attention, the costliest call of the block, runs
-    on one row for all. Models without the project's processor are left as they are."""
+def repeated_video_halves(*models: nn.Module) -> Iterator[None]:
+    """Within this, the second half of the models' batch holds the same video input as the
+    first and only the text differs (the guided and unguided halves of a sampling step). The
+    first block of a Cosmos model meets the text only after its self-attention (the control
+    branch's residuals are added after the block), so that self-attention, the costliest call
+    of the block, runs on the first half for both. Models without the project's processor are
+    left as they are."""
     processors = [
         getattr(blocks_of(m)[0].attn1, "processor", None) for m in models if m is not None
     ]
     ours = [p for p in processors if isinstance(p, CosmosSelfAttention)]
     for processor in ours:
-        processor.identical_rows = True
+        processor.repeated_halves = True
     try:
         yield
     finally:
         for processor in ours:
-            processor.identical_rows = False
+            processor.repeated_halves = False
 
 
 def set_cross_attention(model: nn.Module, query_splits: int = 4) -> None:
@@ -214,13 +222,6 @@ def set_cross_attention(model: nn.Module, query_splits: int = 4) -> None:
     for block in blocks_of(model):
         if getattr(block.attn2, "q_img", None) is None:
             block.attn2.set_processor(CosmosCrossAttention(query_splits))
-
-
-def enable_context_parallel(
-    model: nn.Module, group: dist.ProcessGroup, kernel: str = "sdpa"
-) -> None:
-    """Switch a CosmosTransformer3DModel or CosmosControlNetModel to Ulysses CP over `group`."""
-    set_self_attention(model, group, kernel)
 
 
 def shard_time(x: torch.Tensor, group: dist.ProcessGroup, dim: int = 2) -> torch.Tensor:

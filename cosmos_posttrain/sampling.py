@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .context_parallel import same_video_rows, shard_time
+from .context_parallel import repeated_video_halves, shard_time
 from .objective import predict_velocity
 
 
@@ -31,10 +31,10 @@ def guided_velocity(
     guidance: float,
     share_first_rows: bool = True,
 ) -> torch.Tensor:
-    """v = cond + guidance (cond - uncond), the guided and unguided rows in one batched call.
-    The rows hold the same video, so the first blocks' self-attention runs once for both
-    (`same_video_rows`; `share_first_rows=False` computes both, for benchmarks)."""
-    with same_video_rows(*((transformer, controlnet) if share_first_rows else ())):
+    """v = cond + guidance (cond - uncond), the guided and unguided halves in one batched call.
+    The halves hold the same videos, so the first blocks' self-attention runs once for both
+    (`repeated_video_halves`; `share_first_rows=False` computes both, for benchmarks)."""
+    with repeated_video_halves(*((transformer, controlnet) if share_first_rows else ())):
         both = predict_velocity(
             transformer,
             controlnet,

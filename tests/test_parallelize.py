@@ -31,7 +31,9 @@ def models():
     return base, ctrl
 
 
-def run(models, policy: str | None, **speed):
+def run(models, policy: str | None, batch: int = 1, **speed):
+    """One training forward and backward; each frame and each row has its own timestep, so
+    that anything mixing up frames or rows shows."""
     base, ctrl = (copy.deepcopy(m) for m in models)
     for name, param in ctrl.named_parameters():
         param.requires_grad_(is_trained(name))
@@ -40,16 +42,16 @@ def run(models, policy: str | None, **speed):
             parallelize(model, recompute=policy, **speed)
     g = torch.Generator().manual_seed(1)
     channels, (t, h, w) = TINY_TRANSFORMER["out_channels"], (3, 16, 28)
-    x = torch.randn(1, channels, t, h, w, generator=g)
-    control = torch.randn(1, channels, t, h, w, generator=g)
-    text = torch.randn(1, 32, TINY_TRANSFORMER["crossattn_proj_in_channels"], generator=g)
+    x = torch.randn(batch, channels, t, h, w, generator=g)
+    control = torch.randn(batch, channels, t, h, w, generator=g)
+    text = torch.randn(batch, 32, TINY_TRANSFORMER["crossattn_proj_in_channels"], generator=g)
     v = predict_velocity(
         base,
         ctrl,
         x,
-        torch.full((1, 1, t, 1, 1), 0.5),
+        torch.rand(batch, 1, t, 1, 1, generator=g),
         text,
-        torch.zeros(1, 1, t, h, w),
+        torch.zeros(batch, 1, t, h, w),
         torch.zeros(1, 1, 2 * h, 2 * w),
         control,
     )
@@ -98,9 +100,9 @@ def test_frame_adaln_equals_diffusers_and_runs_on_frame_rows(models, frame_adaln
     norms = [block.norm1 for model in hooked for block in blocks_of(model)]
     for norm in [*norms, hooked[0].norm_out]:  # the blocks' and the output layer's
         norm.linear_1.register_forward_hook(lambda module, args, out: rows.add(args[0].shape[1]))
-    result = run(hooked, "save_attention", frame_adaln=frame_adaln)
+    result = run(hooked, "save_attention", batch=2, frame_adaln=frame_adaln)
     assert rows == ({3} if frame_adaln else {336})
-    assert_same_training(result, run(models, None), tolerance=1e-6)
+    assert_same_training(result, run(models, None, batch=2), tolerance=1e-6)
 
 
 def test_frame_adaln_falls_back_where_rows_are_not_frames(models):
@@ -113,7 +115,7 @@ def test_frame_adaln_falls_back_where_rows_are_not_frames(models):
     for plain in (blocks_of(models[0])[0].norm1, models[0].norm_out):
         norm = copy.deepcopy(plain)
         norm.__class__ = FRAME_WISE[type(plain)]  # what set_frame_adaln does
-        norm.tokens_per_frame = 4  # does not divide 10 tokens
+        norm.frame_size = torch.empty(4, 0)  # 4 tokens per frame do not divide 10 tokens
         for emb in (torch.randn(2, dim), torch.randn(2, 10, dim)):
             with torch.no_grad():
                 ours, theirs = norm(x, emb), plain(x, emb)
@@ -148,11 +150,12 @@ def test_split_cross_attention_keeps_each_batch_row_with_its_own_text(models):
     assert not torch.allclose(swapped, reference, rtol=1e-3, atol=1e-4)
 
 
-def test_same_video_rows_runs_the_first_self_attention_on_one_row(models, monkeypatch):
-    """Guided and unguided halves (same video, two texts): inside `same_video_rows` the first
-    block of each model attends over one row and the velocity is the batched one."""
+def test_guided_velocity_shares_the_first_self_attention_between_its_halves(models):
+    """Guidance for two videos: the guided and unguided halves (4 rows: the same two videos,
+    two texts each). The first block of each model attends over one half and shares it; the
+    result is the guidance formula over two separate calls, and nothing is shared after it."""
     from cosmos_posttrain import context_parallel
-    from cosmos_posttrain.context_parallel import same_video_rows
+    from cosmos_posttrain.sampling import guided_velocity
 
     base, ctrl = (copy.deepcopy(m) for m in models)
     for model in (base, ctrl):
@@ -164,36 +167,34 @@ def test_same_video_rows_runs_the_first_self_attention_on_one_row(models, monkey
         batches.append(q.shape[0])
         return kernel(q, k, v)
 
+    for model in (base, ctrl):
+        for block in blocks_of(model):
+            block.attn1.processor.kernel = recording
     g = torch.Generator().manual_seed(3)
     channels, (t, h, w) = TINY_TRANSFORMER["out_channels"], (3, 16, 28)
-    x, control = (
-        torch.randn(1, channels, t, h, w, generator=g).expand(2, -1, -1, -1, -1) for _ in range(2)
+    x, control = (torch.randn(2, channels, t, h, w, generator=g) for _ in range(2))
+    text, uncond = (
+        torch.randn(2, 32, TINY_TRANSFORMER["crossattn_proj_in_channels"], generator=g)
+        for _ in range(2)
     )
-    texts = torch.randn(2, 32, TINY_TRANSFORMER["crossattn_proj_in_channels"], generator=g)
-    inputs = (
-        x,
-        torch.full((2, 1, t, 1, 1), 0.5),
-        texts,
-        torch.zeros(2, 1, t, h, w),
-        torch.zeros(1, 1, 2 * h, 2 * w),
-        control,
-    )
+    timestep = torch.rand(2, 1, t, 1, 1, generator=g)
+    common = (torch.zeros(2, 1, t, h, w), torch.zeros(1, 1, 2 * h, 2 * w), control)
     with torch.no_grad():
-        plain = predict_velocity(base, ctrl, *inputs)
-        for model in (base, ctrl):
-            for block in blocks_of(model):
-                block.attn1.processor.kernel = recording
-        with same_video_rows(base, ctrl):
-            shared = predict_velocity(base, ctrl, *inputs)
-        after = len(batches)
-        predict_velocity(base, ctrl, *inputs)
-    blocks = len(blocks_of(ctrl)) + len(blocks_of(base))
-    assert batches[:after] == [1] + [2] * (len(blocks_of(ctrl)) - 1) + [1] + [2] * (
-        len(blocks_of(base)) - 1
-    )
-    assert batches[after:] == [2] * blocks  # switched off again on leaving
-    assert torch.allclose(shared, plain, rtol=1e-6, atol=1e-6 * plain.abs().max().item())
-    assert not torch.allclose(shared[0], shared[1], rtol=1e-3)  # the texts still differ
+        guided = guided_velocity(base, ctrl, x, timestep, text, uncond, *common, 1.0, 3.0)
+        shared_calls = list(batches)
+        computed = guided_velocity(
+            base, ctrl, x, timestep, text, uncond, *common, 1.0, 3.0, share_first_rows=False
+        )
+        unshared_calls = batches[len(shared_calls) :]
+        cond = predict_velocity(base, ctrl, x, timestep, text, *common)
+        free = predict_velocity(base, ctrl, x, timestep, uncond, *common)
+    expected = cond + 3.0 * (cond - free)
+    per_model = [len(blocks_of(ctrl)), len(blocks_of(base))]  # control branch first
+    assert shared_calls == [n for blocks in per_model for n in [2] + [4] * (blocks - 1)]
+    assert unshared_calls == [4] * sum(per_model)
+    for result in (guided, computed):
+        assert torch.allclose(result, expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
+    assert not torch.allclose(guided[0], guided[1], rtol=1e-3)  # two videos, kept apart
 
 
 def test_image_context_blocks_keep_diffusers_cross_attention():

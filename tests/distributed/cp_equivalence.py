@@ -1,4 +1,6 @@
-"""Run under torchrun with 2 CPU processes (gloo): CP=2 equals one process, forward and grads."""
+"""Run under torchrun with 2 CPU processes (gloo): CP=2 equals one process, forward and grads.
+The CP run goes through `parallelize` (our processors and the frame-wise adaLN) and the
+one-process reference is diffusers' model as it comes, with a different timestep per frame."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import torch
 import torch.distributed as dist
 from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 
-from cosmos_posttrain.context_parallel import enable_context_parallel, shard_time
+from cosmos_posttrain.context_parallel import shard_time
 from cosmos_posttrain.models import TINY_CONTROLNET, TINY_TRANSFORMER, controlnet_from_base
 from cosmos_posttrain.objective import predict_velocity
+from cosmos_posttrain.parallelize import parallelize
 
 
 def build() -> tuple[CosmosTransformer3DModel, CosmosControlNetModel]:
@@ -43,8 +46,8 @@ def run(cp_group=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     data = inputs()
     total = data["target"].numel()
     if cp_group is not None:
-        enable_context_parallel(base, cp_group)
-        enable_context_parallel(ctrl, cp_group)
+        for model in (base, ctrl):
+            parallelize(model, cp_group=cp_group, recompute="none")
         for key in ("x", "timestep", "cond", "control", "target"):
             data[key] = shard_time(data[key], cp_group)
     out = predict_velocity(

@@ -10,7 +10,9 @@ whole clip, sliced for the shard.
 
 Both processors here also shape the matrix products for the GPU (measured in
 docs/BENCHMARKS.md): the self-attention projects q, k and v in one product, and the
-cross-attention splits its queries so that its backward pass fills the GPU.
+cross-attention splits its queries so that its backward pass fills the GPU. In a guided
+sampling call the self-attention of the first blocks runs once for the guided and the unguided
+half (`repeated_video_halves`).
 """
 
 from __future__ import annotations

@@ -41,11 +41,17 @@ from qkv_products import use_fused_qkv
 
 from cosmos_posttrain import attention_kernels
 from cosmos_posttrain.attention_kernels import deactivate_fa4
-from cosmos_posttrain.context_parallel import set_cross_attention, set_self_attention, shard_time
+from cosmos_posttrain.context_parallel import (
+    blocks_of,
+    set_cross_attention,
+    set_self_attention,
+    shard_time,
+)
 from cosmos_posttrain.distributed import init_world
 from cosmos_posttrain.frame_adaln import set_frame_adaln
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
 from cosmos_posttrain.objective import predict_velocity
+from cosmos_posttrain.parallelize import compile_blocks
 from cosmos_posttrain.sampling import guided_velocity
 
 TINY = os.environ.get("TINY") == "1"
@@ -65,9 +71,7 @@ def quantise_fp8(*models: torch.nn.Module) -> None:
 
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
     for model in models:
-        for block in list(getattr(model, "transformer_blocks", [])) + list(
-            getattr(model, "control_blocks", [])
-        ):
+        for block in blocks_of(model):
             quantize_(block, config, filter_fn=lambda m, _: isinstance(m, torch.nn.Linear))
 
 
@@ -162,8 +166,8 @@ def main() -> None:
             frame_adaln_now = frame_adaln
             torch._dynamo.reset()  # the blocks' norms changed class: compile them afresh
         if "compile" in extra and not compiled:
-            for block in list(base.transformer_blocks) + list(ctrl.control_blocks):
-                block.compile()
+            for model in (base, ctrl):
+                compile_blocks(model)
             compiled = True
 
         own_kernel = backend in ("sage", "sage_warp", "fa4")  # the project's processor

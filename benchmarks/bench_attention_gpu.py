@@ -46,6 +46,13 @@ def fa4_direct(q, k, v):
     return flash_attn_func(q, k, v)[0]
 
 
+def sage_own(q, k, v):
+    """SageAttention 2 through sageattn(): its own quantisation kernels, per-thread scales."""
+    from sageattention import sageattn
+
+    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
+
+
 def fa4_tile(spec: str):
     """flash-attn-4's Hopper forward with another tile ("128x176"): forward only."""
     tile = tuple(int(n) for n in spec.split("x"))
@@ -117,6 +124,9 @@ def main() -> None:
         "fa4": attention_kernels.fa4_attention,
         "fa4_direct": fa4_direct,
         "sage": attention_kernels.sage_attention,  # INT8 Q.K, FP8 P.V on sm90: forward only
+        # the same with its quantisation fused by torch.compile, as inside the compiled blocks
+        "sage_compiled": torch.compile(attention_kernels.sage_attention),
+        "sage_own": sage_own,  # SageAttention's own quantisation kernels (per-thread scales)
     }
     gen = torch.Generator("cuda").manual_seed(0)
     for batch in map(int, args.batches.split(",")):
@@ -135,7 +145,7 @@ def main() -> None:
                 attention_kernels.activate_fa4()
             else:
                 attention_kernels.deactivate_fa4()
-            forward_only = name.startswith("fa4_tile:") or name == "sage"
+            forward_only = name.startswith(("fa4_tile:", "sage"))
             kernel = fa4_tile(name.split(":")[1]) if name.startswith("fa4_tile:") else kernels[name]
             inputs = [t.bfloat16().requires_grad_(not forward_only) for t in (q, k, v)]
             g = grad_out.bfloat16()

@@ -49,6 +49,7 @@ from cosmos_posttrain.context_parallel import (
 )
 from cosmos_posttrain.distributed import init_world
 from cosmos_posttrain.frame_adaln import set_frame_adaln
+from cosmos_posttrain.gelu_epilogue import set_gelu_epilogue
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
 from cosmos_posttrain.objective import predict_velocity
 from cosmos_posttrain.parallelize import compile_blocks
@@ -62,6 +63,14 @@ def sage_warp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     from sageattention import sageattn_qk_int8_pv_fp8_cuda_sm90
 
     return sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="NHD", qk_quant_gran="per_warp")
+
+
+def sage_own_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SageAttention 2 with its own quantisation kernels (sageattn: per-thread Q/K scales), as
+    the project's `sage` ran before sage_hopper."""
+    from sageattention import sageattn
+
+    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
 
 
 def quantise_fp8(*models: torch.nn.Module) -> None:
@@ -88,6 +97,7 @@ def main() -> None:
     p.add_argument("--quality", action="store_true")
     p.add_argument("--quality-kernels", default="sdpa,sage,fa4")
     p.add_argument("--profile", action="store_true", help="also profile one step's kernels")
+    p.add_argument("--profile-rows", type=int, default=25, help="kernels listed by --profile")
     args = p.parse_args()
     # under torchrun, every process takes part in each call: Ulysses CP over all of them
     world = init_world("cpu" if TINY else "cuda", int(os.environ.get("WORLD_SIZE", "1")))
@@ -130,9 +140,11 @@ def main() -> None:
 
     blas = torch.backends.cuda.preferred_blas_library() if device.type == "cuda" else None
     frame_adaln_now = True  # as parallelize sets it up for inference.py
+    gelu_tanh_now = False  # diffusers' erf GELU until a variant asks for the epilogue
     for model in (base, ctrl):
         set_frame_adaln(model)
     attention_kernels.KERNELS["sage_warp"] = sage_warp_attention
+    attention_kernels.KERNELS["sage_own"] = sage_own_attention
     inputs = (x, timestep, text, cond_mask, padding, control)
     reference = None
     if args.quality and world.cp == 1:
@@ -150,15 +162,29 @@ def main() -> None:
             # rows were taken with diffusers' three products
             use_fused_qkv(False)
             if reference is not None:
-                fp8_quality(args, base, ctrl, inputs, use_kernel, reference)
-        known = {"compile", "fp8", "token_adaln", "unshared", "cublaslt", "cdtune"}
+                variant_quality(args, base, ctrl, inputs, use_kernel, reference, "+fp8")
+        known = {"compile", "fp8", "token_adaln", "unshared", "cublaslt", "cdtune", "autotune"}
+        known |= {"gelu_erf"}
         if not set(extra) <= known:
             raise SystemExit(f"variant {variant!r}: extras are {', '.join(sorted(known))}")
         if ("cdtune" in extra) != torch._inductor.config.coordinate_descent_tuning:
             torch._inductor.config.coordinate_descent_tuning = "cdtune" in extra
             torch._dynamo.reset()  # compile the blocks afresh with the other setting
+        if ("autotune" in extra) != torch._inductor.config.max_autotune_gemm:
+            # Inductor times its Triton matrix products against cuBLAS, with the elementwise
+            # work after them (the MLP's GELU) fused in, and keeps the faster
+            torch._inductor.config.max_autotune_gemm = "autotune" in extra
+            torch._dynamo.reset()
         if device.type == "cuda":  # the matrix products through cuBLASLt's heuristics or cuBLAS
             torch.backends.cuda.preferred_blas_library("cublaslt" if "cublaslt" in extra else blas)
+        gelu_tanh = "gelu_erf" not in extra
+        if gelu_tanh != gelu_tanh_now:
+            for model in (base, ctrl):
+                set_gelu_epilogue(model, gelu_tanh)
+            gelu_tanh_now = gelu_tanh
+            torch._dynamo.reset()
+            if gelu_tanh and reference is not None and not quantised:
+                variant_quality(args, base, ctrl, inputs, use_kernel, reference, "+gelu_tanh")
         frame_adaln = "token_adaln" not in extra
         if frame_adaln != frame_adaln_now:
             for model in (base, ctrl):
@@ -170,7 +196,7 @@ def main() -> None:
                 compile_blocks(model)
             compiled = True
 
-        own_kernel = backend in ("sage", "sage_warp", "fa4")  # the project's processor
+        own_kernel = backend in ("sage", "sage_warp", "sage_own", "fa4")  # the project's processor
         use_kernel(backend if own_kernel else "sdpa")
         backend = "native" if own_kernel else backend
 
@@ -209,6 +235,8 @@ def main() -> None:
             "fp8_linear": quantised,  # once quantised, every later variant runs FP8 too
             "frame_adaln": frame_adaln,
             "coordinate_descent_tuning": "cdtune" in extra,
+            "max_autotune_gemm": "autotune" in extra,
+            "gelu": "tanh, cuBLASLt epilogue" if gelu_tanh else "erf",
             "blas": str(torch.backends.cuda.preferred_blas_library()) if blas else None,
             "shared_first_rows": shared and mode == "batched",
         }
@@ -238,7 +266,7 @@ def main() -> None:
                 else None,
             )
             if args.profile and device.type == "cuda":
-                record["gpu_time_by_kind"] = profile_gpu_time(step)
+                record["gpu_time_by_kind"] = profile_gpu_time(step, rows=args.profile_rows)
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too
             record["error"] = repr(exc)[:300]
         if not world.is_main:
@@ -273,13 +301,14 @@ def kernel_errors(kernels, use_kernel, velocity, reference: torch.Tensor) -> dic
 
 
 @torch.no_grad()
-def fp8_quality(args, base, ctrl, inputs, use_kernel, reference: torch.Tensor) -> None:
-    """The same error with the FP8 linear layers, per kernel (the models are bf16 already)."""
-    kernels = args.quality_kernels.split(",")
+def variant_quality(args, base, ctrl, inputs, use_kernel, reference, suffix: str) -> None:
+    """The same error after a change to the bf16 models (FP8 layers, the GELU epilogue), per
+    kernel, against the fp32 reference of the unchanged model."""
+    kernels = args.quality_kernels.split(",") if not TINY else ("sdpa",)
     errors = kernel_errors(
         kernels, use_kernel, lambda: predict_velocity(base, ctrl, *inputs).float(), reference
     )
-    write_quality(args, {f"{kernel}+fp8": error for kernel, error in errors.items()})
+    write_quality(args, {f"{kernel}{suffix}": error for kernel, error in errors.items()})
 
 
 @torch.no_grad()

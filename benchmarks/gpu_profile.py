@@ -31,5 +31,5 @@ def profile_gpu_time(call: Callable[[], object], rows: int = 25) -> dict[str, fl
         kind = next((k for k, keys in KINDS.items() if any(s in event.key for s in keys)), "other")
         totals[kind] = totals.get(kind, 0.0) + event.device_time_total / 1e6
     if rows:
-        print(events.table(sort_by="device_time_total", row_limit=rows, max_name_column_width=70))
+        print(events.table(sort_by="device_time_total", row_limit=rows, max_name_column_width=110))
     return {kind: round(seconds, 3) for kind, seconds in sorted(totals.items())}

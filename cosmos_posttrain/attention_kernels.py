@@ -17,6 +17,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from torch.nn import attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from . import sage_hopper
 from .errors import CosmosPosttrainError
 
 
@@ -55,8 +56,11 @@ def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 
 def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SageAttention, forward only (inference): INT8 Q.K with smoothed K; SageAttention 2 built
-    from source adds FP8 P.V kernels for Hopper. PyPI's 1.0.6 (Triton) is slower than bf16 SDPA
-    on Hopper. Speed and accuracy: docs/BENCHMARKS.md."""
+    from source adds FP8 P.V kernels for Hopper, which get their inputs from `sage_hopper` (the
+    quantisation then fuses into the compiled block). PyPI's 1.0.6 (Triton) is slower than bf16
+    SDPA on Hopper. Speed and accuracy: docs/BENCHMARKS.md."""
+    if sage_hopper.runs_on(q):
+        return sage_hopper.attention(q, k, v)
     try:
         from sageattention import sageattn
     except ImportError as exc:

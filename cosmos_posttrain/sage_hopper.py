@@ -1,0 +1,105 @@
+"""SageAttention 2's Hopper kernel with its inputs quantised here, in PyTorch.
+
+`sageattn` quantises Q, K and V in five separate kernels of its own before its attention kernel
+(a K mean, a mean subtraction, Q and K INT8 passes, V's transpose and FP8 pass). Inside the
+compiled Cosmos block those are opaque to torch.compile, and they cost about 2.5% of an
+inference step at 84,480 tokens (docs/BENCHMARKS.md). Written as tensor expressions they fuse
+into the block's own kernels, and the same attention kernel then reads the same formats:
+
+- Q: INT8, one scale per 16 tokens and head (the kernel's per-warp granularity);
+- K: smoothed by its mean over the tokens (softmax does not change when a channel's constant is
+  taken from every key), INT8, one scale per 128 tokens and head;
+- V: FP8 e4m3 with one scale per channel, stored (batch, head, channel, token) with the tokens
+  of each group of 16 in the order the kernel's FP8 P.V product reads them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+
+INT8_MAX = 127.0
+FP8_MAX = 448.0
+Q_GROUP = 16  # tokens per Q scale: one warp's rows
+K_GROUP = 128  # tokens per K scale: one key block of the kernel
+# V's token order inside each group of 16: output position p holds token V_ORDER[p]
+V_ORDER = (0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)
+PER_WARP = 2  # the kernel's code for per-warp Q/K scales
+NHD = 0  # the kernel's code for (batch, token, head, channel) tensors
+
+
+class SageInputs(NamedTuple):
+    q: torch.Tensor  # int8 (B, L, H, D)
+    q_scale: torch.Tensor  # fp32 (B, H, L / 16)
+    k: torch.Tensor  # int8 (B, L, H, D)
+    k_scale: torch.Tensor  # fp32 (B, H, L / 128)
+    v: torch.Tensor  # float8_e4m3fn (B, H, D, L), tokens reordered in groups of 16
+    v_scale: torch.Tensor  # fp32 (B, H, D)
+
+
+def _int8_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """INT8 of fp32 `x` (B, L, H, D) with one scale per `group` tokens and head."""
+    batch, tokens, heads, channels = x.shape
+    grouped = x.unflatten(1, (tokens // group, group))
+    amax = grouped.abs().amax(dim=(2, 4), keepdim=True).clamp_min(1e-7)
+    quantised = (grouped * (INT8_MAX / amax)).round().to(torch.int8).flatten(1, 2)
+    scale = (amax / INT8_MAX).reshape(batch, tokens // group, heads).transpose(1, 2)
+    return quantised, scale.contiguous()
+
+
+def quantise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> SageInputs:
+    """The kernel's inputs from bf16/fp16 (B, L, H, D) tensors; L must divide by 128."""
+    q8, q_scale = _int8_groups(q.float(), Q_GROUP)
+    k32 = k.float()
+    k8, k_scale = _int8_groups(k32 - k32.mean(dim=1, keepdim=True), K_GROUP)
+    v_amax = v.abs().amax(dim=1).float().clamp_min(1e-7)  # (B, H, D)
+    v8 = (v.float() * (FP8_MAX / v_amax[:, None])).to(torch.float8_e4m3fn)
+    # a group's 16 tokens as (b, a, c) with token 8b + 2a + c, stored at 4a + 2b + c: V_ORDER
+    v8 = v8.unflatten(1, (-1, 2, 4, 2)).permute(0, 5, 6, 1, 3, 2, 4).flatten(3).contiguous()
+    return SageInputs(q8.contiguous(), q_scale, k8.contiguous(), k_scale, v8, v_amax / FP8_MAX)
+
+
+@functools.cache
+def kernel_op() -> object | None:
+    """SageAttention 2's Hopper kernel as a torch op, or None where it is not built."""
+    try:
+        from sageattention import sm90_compile  # noqa: F401  (registers the op)
+    except ImportError:
+        return None
+    return torch.ops.sageattention_sm90.qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf
+
+
+def runs_on(q: torch.Tensor) -> bool:
+    """Whether this path takes `q`: a Hopper GPU with the kernel built, 64 or 128 channels, a
+    token count that divides by 128 (other shapes go to `sageattn`, which pads)."""
+    return (
+        q.is_cuda
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.shape[-1] in (64, 128)
+        and q.shape[1] % K_GROUP == 0
+        and torch.cuda.get_device_capability(q.device) == (9, 0)
+        and kernel_op() is not None
+    )
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax(Q.Kᵀ/√D).V of (B, L, H, D) tensors through the Hopper kernel (see `runs_on`)."""
+    inputs = quantise(q, k, v)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    kernel_op()(
+        inputs.q,
+        inputs.k,
+        inputs.v.transpose(1, 2),  # for (B, L, H, D) Q and K the kernel takes V as (B, D, H, L)
+        out,
+        inputs.q_scale,
+        inputs.k_scale,
+        inputs.v_scale,
+        NHD,
+        0,  # not causal
+        PER_WARP,
+        q.shape[-1] ** -0.5,
+        0,  # no log-sum-exp
+    )
+    return out

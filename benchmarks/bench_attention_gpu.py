@@ -46,13 +46,6 @@ def fa4_direct(q, k, v):
     return flash_attn_func(q, k, v)[0]
 
 
-def sage_own(q, k, v):
-    """SageAttention 2 through sageattn(): its own quantisation kernels, per-thread scales."""
-    from sageattention import sageattn
-
-    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
-
-
 def fa4_tile(spec: str):
     """flash-attn-4's Hopper forward with another tile ("128x176"): forward only."""
     tile = tuple(int(n) for n in spec.split("x"))
@@ -123,10 +116,12 @@ def main() -> None:
         "cudnn": sdpa_with(SDPBackend.CUDNN_ATTENTION),
         "fa4": attention_kernels.fa4_attention,
         "fa4_direct": fa4_direct,
-        "sage": attention_kernels.sage_attention,  # INT8 Q.K, FP8 P.V on sm90: forward only
-        # the same with its quantisation fused by torch.compile, as inside the compiled blocks
-        "sage_compiled": torch.compile(attention_kernels.sage_attention),
-        "sage_own": sage_own,  # SageAttention's own quantisation kernels (per-thread scales)
+        # INT8 Q.K, FP8 P.V on sm90, forward only; the inputs quantised by sage_hopper
+        "sage": attention_kernels.attention_kernel("sage", "cuda"),
+        # the same with the quantisation fused by torch.compile, as inside the compiled blocks
+        "sage_compiled": torch.compile(attention_kernels.attention_kernel("sage", "cuda")),
+        # SageAttention's own quantisation kernels (sageattn: per-thread scales)
+        "sage_own": attention_kernels.sage_attention,
     }
     gen = torch.Generator("cuda").manual_seed(0)
     for batch in map(int, args.batches.split(",")):

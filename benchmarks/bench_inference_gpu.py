@@ -49,7 +49,6 @@ from cosmos_posttrain.context_parallel import (
 )
 from cosmos_posttrain.distributed import init_world
 from cosmos_posttrain.frame_adaln import set_frame_adaln
-from cosmos_posttrain.gelu_epilogue import set_gelu_epilogue
 from cosmos_posttrain.models import CONTROLNET_2B, TINY_CONTROLNET, TINY_TRANSFORMER, TRANSFORMER_2B
 from cosmos_posttrain.objective import predict_velocity
 from cosmos_posttrain.parallelize import compile_blocks
@@ -63,14 +62,6 @@ def sage_warp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     from sageattention import sageattn_qk_int8_pv_fp8_cuda_sm90
 
     return sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="NHD", qk_quant_gran="per_warp")
-
-
-def sage_own_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SageAttention 2 with its own quantisation kernels (sageattn: per-thread Q/K scales), as
-    the project's `sage` ran before sage_hopper."""
-    from sageattention import sageattn
-
-    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
 
 
 def quantise_fp8(*models: torch.nn.Module) -> None:
@@ -140,11 +131,11 @@ def main() -> None:
 
     blas = torch.backends.cuda.preferred_blas_library() if device.type == "cuda" else None
     frame_adaln_now = True  # as parallelize sets it up for inference.py
-    gelu_tanh_now = False  # diffusers' erf GELU until a variant asks for the epilogue
     for model in (base, ctrl):
         set_frame_adaln(model)
     attention_kernels.KERNELS["sage_warp"] = sage_warp_attention
-    attention_kernels.KERNELS["sage_own"] = sage_own_attention
+    # SageAttention with its own quantisation kernels (sageattn), as `sage` ran before sage_hopper
+    attention_kernels.KERNELS["sage_own"] = attention_kernels.sage_attention
     inputs = (x, timestep, text, cond_mask, padding, control)
     reference = None
     if args.quality and world.cp == 1:
@@ -164,7 +155,6 @@ def main() -> None:
             if reference is not None:
                 variant_quality(args, base, ctrl, inputs, use_kernel, reference, "+fp8")
         known = {"compile", "fp8", "token_adaln", "unshared", "cublaslt", "cdtune", "autotune"}
-        known |= {"gelu_erf"}
         if not set(extra) <= known:
             raise SystemExit(f"variant {variant!r}: extras are {', '.join(sorted(known))}")
         if ("cdtune" in extra) != torch._inductor.config.coordinate_descent_tuning:
@@ -177,14 +167,6 @@ def main() -> None:
             torch._dynamo.reset()
         if device.type == "cuda":  # the matrix products through cuBLASLt's heuristics or cuBLAS
             torch.backends.cuda.preferred_blas_library("cublaslt" if "cublaslt" in extra else blas)
-        gelu_tanh = "gelu_erf" not in extra
-        if gelu_tanh != gelu_tanh_now:
-            for model in (base, ctrl):
-                set_gelu_epilogue(model, gelu_tanh)
-            gelu_tanh_now = gelu_tanh
-            torch._dynamo.reset()
-            if gelu_tanh and reference is not None and not quantised:
-                variant_quality(args, base, ctrl, inputs, use_kernel, reference, "+gelu_tanh")
         frame_adaln = "token_adaln" not in extra
         if frame_adaln != frame_adaln_now:
             for model in (base, ctrl):
@@ -236,7 +218,6 @@ def main() -> None:
             "frame_adaln": frame_adaln,
             "coordinate_descent_tuning": "cdtune" in extra,
             "max_autotune_gemm": "autotune" in extra,
-            "gelu": "tanh, cuBLASLt epilogue" if gelu_tanh else "erf",
             "blas": str(torch.backends.cuda.preferred_blas_library()) if blas else None,
             "shared_first_rows": shared and mode == "batched",
         }
@@ -302,8 +283,8 @@ def kernel_errors(kernels, use_kernel, velocity, reference: torch.Tensor) -> dic
 
 @torch.no_grad()
 def variant_quality(args, base, ctrl, inputs, use_kernel, reference, suffix: str) -> None:
-    """The same error after a change to the bf16 models (FP8 layers, the GELU epilogue), per
-    kernel, against the fp32 reference of the unchanged model."""
+    """The same error after a change to the bf16 models (the FP8 layers), per kernel, against
+    the fp32 reference of the unchanged model."""
     kernels = args.quality_kernels.split(",") if not TINY else ("sdpa",)
     errors = kernel_errors(
         kernels, use_kernel, lambda: predict_velocity(base, ctrl, *inputs).float(), reference

@@ -56,11 +56,8 @@ def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 
 def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SageAttention, forward only (inference): INT8 Q.K with smoothed K; SageAttention 2 built
-    from source adds FP8 P.V kernels for Hopper, which get their inputs from `sage_hopper` (the
-    quantisation then fuses into the compiled block). PyPI's 1.0.6 (Triton) is slower than bf16
-    SDPA on Hopper. Speed and accuracy: docs/BENCHMARKS.md."""
-    if sage_hopper.runs_on(q):
-        return sage_hopper.attention(q, k, v)
+    from source adds FP8 P.V kernels for Hopper (see `sage_hopper_attention`). PyPI's 1.0.6
+    (Triton) is slower than bf16 SDPA on Hopper. Speed and accuracy: docs/BENCHMARKS.md."""
     try:
         from sageattention import sageattn
     except ImportError as exc:
@@ -70,6 +67,15 @@ def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
             "and a CUDA GPU"
         ) from exc
     return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
+
+
+def sage_hopper_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`sage` on a Hopper GPU with SageAttention 2 built: the same kernel with the inputs
+    quantised by `sage_hopper`, which torch.compile fuses into the block; shapes it does not
+    take go to sageattn."""
+    if sage_hopper.takes(q):
+        return sage_hopper.attention(q, k, v)
+    return sage_attention(q, k, v)
 
 
 KERNELS: dict[str, Kernel] = {"sdpa": sdpa_attention, "fa4": fa4_attention, "sage": sage_attention}
@@ -134,4 +140,6 @@ def attention_kernel(name: str, device: torch.device | str) -> Kernel:
         if problem := fa4_problem(device):
             raise AttentionKernelError(f"attention kernel 'fa4' {problem}")
         activate_fa4()
+    if name == "sage" and sage_hopper.available(device):
+        return sage_hopper_attention
     return KERNELS[name]

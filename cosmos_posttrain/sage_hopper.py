@@ -15,7 +15,6 @@ into the block's own kernels, and the same attention kernel then reads the same 
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
@@ -61,34 +60,36 @@ def quantise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> SageInputs:
     return SageInputs(q8.contiguous(), q_scale, k8.contiguous(), k_scale, v8, v_amax / FP8_MAX)
 
 
-@functools.cache
-def kernel_op() -> object | None:
-    """SageAttention 2's Hopper kernel as a torch op, or None where it is not built."""
+def available(device: torch.device | str) -> bool:
+    """Whether SageAttention 2's Hopper kernel is built and `device` is a Hopper GPU. Asked
+    once when the processors are set up, outside the compiled blocks (it imports the package,
+    which registers the kernel as a torch op)."""
+    device = torch.device(device)
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
+        return False
     try:
-        from sageattention import sm90_compile  # noqa: F401  (registers the op)
+        from sageattention import sm90_compile  # noqa: F401
     except ImportError:
-        return None
-    return torch.ops.sageattention_sm90.qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf
+        return False
+    return True
 
 
-def runs_on(q: torch.Tensor) -> bool:
-    """Whether this path takes `q`: a Hopper GPU with the kernel built, 64 or 128 channels, a
-    token count that divides by 128 (other shapes go to `sageattn`, which pads)."""
+def takes(q: torch.Tensor) -> bool:
+    """Whether `attention` takes these (B, L, H, D) tensors: 16-bit, 64 or 128 channels, a token
+    count that divides by 128 (other shapes go to `sageattn`, which pads)."""
     return (
-        q.is_cuda
-        and q.dtype in (torch.bfloat16, torch.float16)
+        q.dtype in (torch.bfloat16, torch.float16)
         and q.shape[-1] in (64, 128)
         and q.shape[1] % K_GROUP == 0
-        and torch.cuda.get_device_capability(q.device) == (9, 0)
-        and kernel_op() is not None
     )
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax(Q.Kᵀ/√D).V of (B, L, H, D) tensors through the Hopper kernel (see `runs_on`)."""
+    """Softmax(Q.Kᵀ/√D).V of (B, L, H, D) tensors through the Hopper kernel (see `available`
+    and `takes`)."""
     inputs = quantise(q, k, v)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    kernel_op()(
+    torch.ops.sageattention_sm90.qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf(
         inputs.q,
         inputs.k,
         inputs.v.transpose(1, 2),  # for (B, L, H, D) Q and K the kernel takes V as (B, D, H, L)

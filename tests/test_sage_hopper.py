@@ -105,5 +105,12 @@ def test_attention_from_the_quantised_inputs_is_attention(qkv):
     assert (plain - exact).norm() / exact.norm() > 0.5
 
 
-def test_only_hopper_tensors_take_this_path(qkv):
-    assert not sage_hopper.runs_on(qkv[0])  # a CPU tensor
+def test_sage_takes_this_path_only_on_hopper_and_for_shapes_it_fits(qkv):
+    from cosmos_posttrain.attention_kernels import attention_kernel, sage_attention
+
+    assert not sage_hopper.available("cpu")
+    assert attention_kernel("sage", "cpu") is sage_attention  # sageattn, which says what lacks
+    assert sage_hopper.takes(qkv[0])
+    assert not sage_hopper.takes(qkv[0][:, :200])  # 200 tokens: not whole key blocks
+    assert not sage_hopper.takes(qkv[0].float())
+    assert not sage_hopper.takes(qkv[0][..., :96])

@@ -25,7 +25,7 @@ from model_flops import block_flops
 from provenance import provenance
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cosmos_posttrain import attention_kernels
+from cosmos_posttrain import attention_kernels, sage_hopper
 
 
 def sdpa_with(backend: SDPBackend):
@@ -116,9 +116,9 @@ def main() -> None:
         "cudnn": sdpa_with(SDPBackend.CUDNN_ATTENTION),
         "fa4": attention_kernels.fa4_attention,
         "fa4_direct": fa4_direct,
-        # INT8 Q.K, FP8 P.V on sm90, forward only; the inputs quantised by sage_hopper
-        "sage": attention_kernels.attention_kernel("sage", "cuda"),
-        # the same with the quantisation fused by torch.compile, as inside the compiled blocks
+        # INT8 Q.K, FP8 P.V on sm90, forward only: the inputs quantised by sage_hopper, eager
+        "sage": sage_hopper.attention,
+        # what `sage` runs inside the compiled blocks: the same, the quantisation fused
         "sage_compiled": torch.compile(attention_kernels.attention_kernel("sage", "cuda")),
         # SageAttention's own quantisation kernels (sageattn: per-thread scales)
         "sage_own": attention_kernels.sage_attention,

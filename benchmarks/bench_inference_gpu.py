@@ -39,7 +39,7 @@ from model_flops import forward_flops
 from provenance import provenance
 from qkv_products import use_fused_qkv
 
-from cosmos_posttrain import attention_kernels
+from cosmos_posttrain import attention_kernels, sage_hopper
 from cosmos_posttrain.attention_kernels import deactivate_fa4
 from cosmos_posttrain.context_parallel import (
     blocks_of,
@@ -178,6 +178,7 @@ def main() -> None:
                 compile_blocks(model)
             compiled = True
 
+        backend_name = backend
         own_kernel = backend in ("sage", "sage_warp", "sage_own", "fa4")  # the project's processor
         use_kernel(backend if own_kernel else "sdpa")
         backend = "native" if own_kernel else backend
@@ -220,6 +221,13 @@ def main() -> None:
             "max_autotune_gemm": "autotune" in extra,
             "blas": str(torch.backends.cuda.preferred_blas_library()) if blas else None,
             "shared_first_rows": shared and mode == "batched",
+            # what `sage` ran: SageAttention 2's Hopper kernel fed by sage_hopper (compiled
+            # blocks on a Hopper GPU), or sageattn's own kernels
+            "sage_path": None
+            if "sage" not in variant
+            else "sage_hopper"
+            if backend_name == "sage" and "compile" in extra and sage_hopper.available(device)
+            else "sageattn",
         }
         try:
             if device.type == "cuda":

@@ -71,9 +71,10 @@ def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 
 def sage_hopper_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """`sage` on a Hopper GPU with SageAttention 2 built: the same kernel with the inputs
-    quantised by `sage_hopper`, which torch.compile fuses into the block; shapes it does not
-    take go to sageattn."""
-    if sage_hopper.takes(q):
+    quantised by `sage_hopper`, which torch.compile fuses into the block. Eager calls (the
+    blocks not compiled) and shapes it does not take go to sageattn, whose own kernels are
+    faster than the unfused PyTorch quantisation."""
+    if torch.compiler.is_compiling() and sage_hopper.takes(q, k, v):
         return sage_hopper.attention(q, k, v)
     return sage_attention(q, k, v)
 

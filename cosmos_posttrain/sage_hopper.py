@@ -74,19 +74,22 @@ def available(device: torch.device | str) -> bool:
     return True
 
 
-def takes(q: torch.Tensor) -> bool:
-    """Whether `attention` takes these (B, L, H, D) tensors: 16-bit, 64 or 128 channels, a token
-    count that divides by 128 (other shapes go to `sageattn`, which pads)."""
+def takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether `attention` takes these (B, L, H, D) tensors: 16-bit, 64 or 128 channels, token
+    counts that divide by 128 (other shapes go to `sageattn`, which pads)."""
     return (
         q.dtype in (torch.bfloat16, torch.float16)
         and q.shape[-1] in (64, 128)
         and q.shape[1] % K_GROUP == 0
+        and k.shape[1] % K_GROUP == 0
+        and v.shape[1] == k.shape[1]
     )
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax(Q.Kᵀ/√D).V of (B, L, H, D) tensors through the Hopper kernel (see `available`
-    and `takes`)."""
+    and `takes`). Under torch.compile only: eager, these PyTorch passes are slower than
+    `sageattn`'s own kernels (docs/BENCHMARKS.md)."""
     inputs = quantise(q, k, v)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     torch.ops.sageattention_sm90.qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf(

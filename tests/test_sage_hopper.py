@@ -12,6 +12,9 @@ import torch
 from cosmos_posttrain import sage_hopper
 
 B, L, H, D = 2, 256, 3, 128
+# where the Hopper kernel's FP8 P.V product reads each token of a group of 16 (its source's
+# transpose kernel): stored place p holds token KERNEL_V_ORDER[p]
+KERNEL_V_ORDER = (0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,8 @@ def test_q_and_k_are_int8_per_group_and_k_is_smoothed(qkv):
     k_back = groups(inputs.k, inputs.k_scale, 128) + k_mean
     k_step = inputs.k_scale.transpose(1, 2)[:, :, None, :, None]
     assert ((k_back - k).unflatten(1, (-1, 128)).abs() <= k_step / 2 * 1.001).all()
+    assert (inputs.k.unflatten(1, (-1, 128)).abs().amax(dim=(2, 4)) == 127).all()
+    assert (inputs.q.unflatten(1, (-1, 16)).abs().amax(dim=(2, 4)) == 127).all()
     # smoothing: the channel bias is gone before the INT8 rounding, so the step is small
     assert inputs.k_scale.max() < (k.abs().amax() / 127) / 2
 
@@ -71,38 +76,93 @@ def test_v_is_fp8_per_channel_in_the_kernels_token_order(qkv):
     inputs = sage_hopper.quantise(*qkv)
     assert torch.allclose(inputs.v_scale, v.abs().amax(dim=1) / 448)
     v_back = inputs.v.float() * inputs.v_scale[..., None]  # (B, H, D, L)
-    order = torch.tensor(sage_hopper.V_ORDER)
-    tokens = (torch.arange(L).view(-1, 16)[:, order]).flatten()  # token at each stored place
+    tokens = (torch.arange(L).view(-1, 16)[:, torch.tensor(KERNEL_V_ORDER)]).flatten()
     expected = v.permute(0, 2, 3, 1)[..., tokens]
     # e4m3 keeps 3 mantissa bits: half a step is 1/16 of the value (or a subnormal step)
     slack = expected.abs() / 16 + inputs.v_scale[..., None] * 2.0**-9
     assert ((v_back - expected).abs() <= slack * 1.001).all()
-    assert sorted(sage_hopper.V_ORDER) == list(range(16))
+    assert sage_hopper.V_ORDER == KERNEL_V_ORDER
 
 
-def test_attention_from_the_quantised_inputs_is_attention(qkv):
-    """The kernel's arithmetic in fp32 on what quantise() gives: INT8 Q.Kᵀ times both scales,
-    softmax, FP8 V back in token order times its scale, is attention to within the rounding."""
-    q, k, v = (t.float() for t in qkv)
-    inputs = sage_hopper.quantise(*qkv)
-    q_back = groups(inputs.q, inputs.q_scale, 16)
-    scores = torch.einsum("blhd,bmhd->bhlm", q_back, groups(inputs.k, inputs.k_scale, 128))
-    inverse = torch.argsort(torch.tensor(sage_hopper.V_ORDER))
-    v_stored = (inputs.v.float() * inputs.v_scale[..., None]).unflatten(-1, (-1, 16))
-    v_back = v_stored[..., inverse].flatten(-2).permute(0, 3, 1, 2)  # (B, L, H, D)
-    out = torch.einsum("bhlm,bmhd->blhd", torch.softmax(scores * D**-0.5, dim=-1), v_back)
-    exact = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    ).transpose(1, 2)
-    error = (out - exact).norm() / exact.norm()
+@pytest.fixture(scope="module")
+def fake_kernel():
+    """The Hopper kernel's contract as a CPU op under its own name: it checks what the kernel
+    checks (dtypes, V as (B, D, H, L) for (B, L, H, D) Q and K, the scale shapes of per-warp
+    granularity) and computes in fp32 what the kernel computes: INT8 Q.Kᵀ times both scales
+    and sm_scale, softmax, FP8 V read back in KERNEL_V_ORDER times its channel scale."""
+    name = "sageattention_sm90::qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf"
+    calls = []
+
+    @torch.library.custom_op(name, mutates_args=("output",), device_types="cpu")
+    def kernel(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        output: torch.Tensor,
+        query_scale: torch.Tensor,
+        key_scale: torch.Tensor,
+        value_scale: torch.Tensor,
+        tensor_layout: int,
+        is_causal: int,
+        qk_quant_gran: int,
+        sm_scale: float,
+        return_lse: int,
+    ) -> torch.Tensor:
+        b, n, h, d = query.shape
+        assert (tensor_layout, is_causal, qk_quant_gran, return_lse) == (0, 0, 2, 0)
+        assert query.dtype == key.dtype == torch.int8 and value.dtype == torch.float8_e4m3fn
+        assert tuple(key.shape) == (b, n, h, d) and tuple(value.shape) == (b, d, h, n)
+        assert value.stride(-1) == 1 and query.is_contiguous() and key.is_contiguous()
+        assert tuple(query_scale.shape) == (b, h, n // 16) and query_scale.is_contiguous()
+        assert tuple(key_scale.shape) == (b, h, n // 128) and key_scale.is_contiguous()
+        assert tuple(value_scale.shape) == (b, h, d)
+        q = query.float() * query_scale.repeat_interleave(16, dim=2).transpose(1, 2)[..., None]
+        k = key.float() * key_scale.repeat_interleave(128, dim=2).transpose(1, 2)[..., None]
+        weights = torch.softmax(torch.einsum("blhd,bmhd->bhlm", q, k) * sm_scale, dim=-1)
+        stored = value.float().permute(0, 2, 1, 3) * value_scale[..., None]  # (B, H, D, L)
+        inverse = torch.argsort(torch.tensor(KERNEL_V_ORDER))
+        v = stored.unflatten(-1, (-1, 16))[..., inverse].flatten(-2).permute(0, 3, 1, 2)
+        output.copy_(torch.einsum("bhlm,bmhd->blhd", weights, v).to(output.dtype))
+        calls.append(n)
+        return torch.empty(0)
+
+    @kernel.register_fake
+    def _(query, key, value, output, *rest) -> torch.Tensor:
+        return torch.empty(0)
+
+    return calls
+
+
+def exact(q, k, v) -> torch.Tensor:
+    q, k, v = (t.float().transpose(1, 2) for t in (q, k, v))
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+
+
+def test_attention_through_the_kernels_contract_is_attention(qkv, fake_kernel):
+    out = sage_hopper.attention(*qkv)
+    assert fake_kernel[-1] == L
+    assert out.dtype == qkv[0].dtype and out.shape == qkv[0].shape
+    error = (out.float() - exact(*qkv)).norm() / exact(*qkv).norm()
     assert error < 0.05, error
-    # and the order matters: reading V in plain token order is far off
-    plain = torch.einsum(
-        "bhlm,bmhd->blhd",
-        torch.softmax(scores * D**-0.5, dim=-1),
-        v_stored.flatten(-2).permute(0, 3, 1, 2),
-    )
-    assert (plain - exact).norm() / exact.norm() > 0.5
+    # callers hand over slices of the fused q/k/v product: not contiguous, same result
+    fused = torch.cat(qkv, dim=-1)
+    views = fused.split(D, dim=-1)
+    assert not views[0].is_contiguous()
+    assert torch.equal(sage_hopper.attention(*views), out)
+
+
+def test_sage_on_hopper_quantises_only_inside_compiled_blocks(qkv, fake_kernel, monkeypatch):
+    from cosmos_posttrain import attention_kernels
+
+    eager = []
+    monkeypatch.setattr(attention_kernels, "sage_attention", lambda *t: eager.append(1) or t[0])
+    attention_kernels.sage_hopper_attention(*qkv)  # eager: sageattn's own kernels
+    assert eager == [1]
+    compiled = torch.compile(attention_kernels.sage_hopper_attention, fullgraph=True)
+    before = len(fake_kernel)
+    out = compiled(*qkv)
+    assert len(fake_kernel) == before + 1 and eager == [1]
+    assert torch.allclose(out.float(), sage_hopper.attention(*qkv).float(), atol=2e-2)
 
 
 def test_sage_takes_this_path_only_on_hopper_and_for_shapes_it_fits(qkv):
@@ -110,7 +170,8 @@ def test_sage_takes_this_path_only_on_hopper_and_for_shapes_it_fits(qkv):
 
     assert not sage_hopper.available("cpu")
     assert attention_kernel("sage", "cpu") is sage_attention  # sageattn, which says what lacks
-    assert sage_hopper.takes(qkv[0])
-    assert not sage_hopper.takes(qkv[0][:, :200])  # 200 tokens: not whole key blocks
-    assert not sage_hopper.takes(qkv[0].float())
-    assert not sage_hopper.takes(qkv[0][..., :96])
+    assert sage_hopper.takes(*qkv)
+    assert not sage_hopper.takes(*(t[:, :144] for t in qkv))  # 9 Q groups, not whole K blocks
+    assert not sage_hopper.takes(qkv[0], qkv[1][:, :144], qkv[2][:, :144])
+    assert not sage_hopper.takes(*(t.float() for t in qkv))
+    assert not sage_hopper.takes(*(t[..., :96] for t in qkv))

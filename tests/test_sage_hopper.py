@@ -91,6 +91,8 @@ def fake_kernel():
     granularity) and computes in fp32 what the kernel computes: INT8 Q.Kᵀ times both scales
     and sm_scale, softmax, FP8 V read back in KERNEL_V_ORDER times its channel scale."""
     name = "sageattention_sm90::qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf"
+    if torch._C._dispatch_has_kernel(name):
+        pytest.skip("SageAttention's own kernel is registered in this process")
     calls = []
 
     @torch.library.custom_op(name, mutates_args=("output",), device_types="cpu")

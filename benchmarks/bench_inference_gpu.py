@@ -39,7 +39,7 @@ from model_flops import forward_flops
 from provenance import provenance
 from qkv_products import use_fused_qkv
 
-from cosmos_posttrain import attention_kernels, sage_hopper
+from cosmos_posttrain import attention_kernels
 from cosmos_posttrain.attention_kernels import deactivate_fa4
 from cosmos_posttrain.context_parallel import (
     blocks_of,
@@ -62,6 +62,14 @@ def sage_warp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     from sageattention import sageattn_qk_int8_pv_fp8_cuda_sm90
 
     return sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="NHD", qk_quant_gran="per_warp")
+
+
+def sage_path(model: torch.nn.Module, compiled: bool) -> str:
+    """What a sage-kind variant ran: SageAttention 2's Hopper kernel fed by sage_hopper (the
+    kernel attention_kernels picked, inside compiled blocks), or sageattn's own kernels."""
+    kernel = blocks_of(model)[0].attn1.processor.kernel
+    hopper = kernel is attention_kernels.sage_hopper_attention and compiled
+    return "sage_hopper" if hopper else "sageattn"
 
 
 def quantise_fp8(*models: torch.nn.Module) -> None:
@@ -153,7 +161,7 @@ def main() -> None:
             # rows were taken with diffusers' three products
             use_fused_qkv(False)
             if reference is not None:
-                variant_quality(args, base, ctrl, inputs, use_kernel, reference, "+fp8")
+                fp8_quality(args, base, ctrl, inputs, use_kernel, reference)
         known = {"compile", "fp8", "token_adaln", "unshared", "cublaslt", "cdtune", "autotune"}
         if not set(extra) <= known:
             raise SystemExit(f"variant {variant!r}: extras are {', '.join(sorted(known))}")
@@ -178,7 +186,6 @@ def main() -> None:
                 compile_blocks(model)
             compiled = True
 
-        backend_name = backend
         own_kernel = backend in ("sage", "sage_warp", "sage_own", "fa4")  # the project's processor
         use_kernel(backend if own_kernel else "sdpa")
         backend = "native" if own_kernel else backend
@@ -221,13 +228,7 @@ def main() -> None:
             "max_autotune_gemm": "autotune" in extra,
             "blas": str(torch.backends.cuda.preferred_blas_library()) if blas else None,
             "shared_first_rows": shared and mode == "batched",
-            # what `sage` ran: SageAttention 2's Hopper kernel fed by sage_hopper (compiled
-            # blocks on a Hopper GPU), or sageattn's own kernels
-            "sage_path": None
-            if "sage" not in variant
-            else "sage_hopper"
-            if backend_name == "sage" and "compile" in extra and sage_hopper.available(device)
-            else "sageattn",
+            "sage_path": sage_path(base, compiled) if "sage" in variant else None,
         }
         try:
             if device.type == "cuda":
@@ -289,15 +290,21 @@ def kernel_errors(kernels, use_kernel, velocity, reference: torch.Tensor) -> dic
     return results
 
 
+def quality_kernels(args) -> tuple[str, ...]:
+    """The kernels --quality compares (the CPU toy run has only sdpa)."""
+    return tuple(args.quality_kernels.split(",")) if not TINY else ("sdpa",)
+
+
 @torch.no_grad()
-def variant_quality(args, base, ctrl, inputs, use_kernel, reference, suffix: str) -> None:
-    """The same error after a change to the bf16 models (the FP8 layers), per kernel, against
-    the fp32 reference of the unchanged model."""
-    kernels = args.quality_kernels.split(",") if not TINY else ("sdpa",)
+def fp8_quality(args, base, ctrl, inputs, use_kernel, reference: torch.Tensor) -> None:
+    """The same error with the FP8 linear layers, per kernel (the models are bf16 already)."""
     errors = kernel_errors(
-        kernels, use_kernel, lambda: predict_velocity(base, ctrl, *inputs).float(), reference
+        quality_kernels(args),
+        use_kernel,
+        lambda: predict_velocity(base, ctrl, *inputs).float(),
+        reference,
     )
-    write_quality(args, {f"{kernel}{suffix}": error for kernel, error in errors.items()})
+    write_quality(args, {f"{kernel}+fp8": error for kernel, error in errors.items()})
 
 
 @torch.no_grad()
@@ -317,7 +324,7 @@ def quality(args, base, ctrl, inputs, use_kernel) -> torch.Tensor:
     torch.backends.cuda.matmul.allow_tf32 = False
     use_kernel("sdpa")
     reference = velocity(torch.float32, "_native_efficient" if not TINY else "native")
-    kernels = args.quality_kernels.split(",") if not TINY else ("sdpa",)
+    kernels = quality_kernels(args)
     dtype = torch.bfloat16 if not TINY else torch.float32
     results = kernel_errors(kernels, use_kernel, lambda: velocity(dtype, "native"), reference)
     base.to(x.dtype)

@@ -6,7 +6,9 @@ decides both. Shape: one clip of 84,480 video tokens, 16 heads of 128 (bf16, no 
 (FlashAttention-2, `flash2`) and cuDNN backends; the project's `fa4` (flash-attn-4 registered
 into SDPA by PyTorch) and `sage` (SageAttention, forward only) from attention_kernels.py;
 `fa4_direct` (flash-attn-4's own autograd function) and `fa4_tile:MxN` (its Hopper forward with
-another tile, forward only) to see what the registry and the tile choice cost.
+another tile, forward only) to see what the registry and the tile choice cost; `cudnn_fp8`
+(cuDNN's FP8 attention, forward only; eager, and `cudnn_fp8_compiled` with its quantisation
+compiled as the blocks run it).
 Error is relative to an fp32 reference (mem-efficient SDPA in fp32), for the output and for the
 three input gradients. Results go to benchmarks/results/attention.jsonl.
 Run on a GPU machine: `python benchmarks/bench_attention_gpu.py`.
@@ -25,7 +27,7 @@ from model_flops import block_flops
 from provenance import provenance
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cosmos_posttrain import attention_kernels, sage_hopper
+from cosmos_posttrain import attention_kernels, cudnn_fp8, sage_hopper
 
 
 def sdpa_with(backend: SDPBackend):
@@ -122,6 +124,9 @@ def main() -> None:
         "sage_compiled": torch.compile(attention_kernels.attention_kernel("sage", "cuda")),
         # SageAttention's own quantisation kernels (sageattn: per-thread scales)
         "sage_own": attention_kernels.sage_attention,
+        # FP8 Q.K and P.V in cuDNN's fused kernel (Hopper), forward only
+        "cudnn_fp8": cudnn_fp8.attention,
+        "cudnn_fp8_compiled": torch.compile(cudnn_fp8.attention),
     }
     gen = torch.Generator("cuda").manual_seed(0)
     for batch in map(int, args.batches.split(",")):
@@ -140,7 +145,7 @@ def main() -> None:
                 attention_kernels.activate_fa4()
             else:
                 attention_kernels.deactivate_fa4()
-            forward_only = name.startswith(("fa4_tile:", "sage"))
+            forward_only = name.startswith(("fa4_tile:", "sage", "cudnn_fp8"))
             kernel = fa4_tile(name.split(":")[1]) if name.startswith("fa4_tile:") else kernels[name]
             inputs = [t.bfloat16().requires_grad_(not forward_only) for t in (q, k, v)]
             g = grad_out.bfloat16()

@@ -8,9 +8,10 @@ sampler makes it) after one warm-up step, and the chunk time is extrapolated fro
 step. The variants: the unguided and guided calls separately or batched into one call, the
 attention backend, and `torch.compile` of the transformer blocks; the backend `sage` is
 SageAttention (INT8 Q.K) through the project's attention processor, `sage_warp` the same with
-one Q/K scale per warp instead of per thread. Extras: `token_adaln` runs the blocks' adaLN per
-token as diffusers does (the project runs it per latent frame, frame_adaln.py); `unshared`
-computes the first blocks' self-attention for both guidance rows (the sampler shares it,
+one Q/K scale per warp instead of per thread, and `cudnn_fp8` is cuDNN's FP8 attention (the
+same processor). Extras: `token_adaln` runs the blocks' adaLN per token as diffusers does (the
+project runs it per latent frame, frame_adaln.py); `unshared` computes the first blocks'
+self-attention for both guidance rows (the sampler shares it,
 context_parallel.repeated_video_halves); `cublaslt` sends the matrix products through cuBLASLt
 instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent
 tuning of its generated kernels; `fp8` (last, it quantises the models in place) runs the
@@ -149,6 +150,7 @@ def main() -> None:
     if args.quality and world.cp == 1:
         reference = quality(args, base, ctrl, inputs, use_kernel)
     quantised = False
+    kernel_now = None
 
     for variant in args.variants.split(","):
         mode, backend, *extra = variant.split(":")
@@ -186,8 +188,15 @@ def main() -> None:
                 compile_blocks(model)
             compiled = True
 
-        own_kernel = backend in ("sage", "sage_warp", "sage_own", "fa4")  # the project's processor
-        use_kernel(backend if own_kernel else "sdpa")
+        # the project's processor
+        own_kernel = backend in ("sage", "sage_warp", "sage_own", "fa4", "cudnn_fp8")
+        kernel = backend if own_kernel else "sdpa"
+        if compiled and kernel != kernel_now:
+            # compile the blocks afresh around the new kernel: recompiling them in place for a
+            # third kernel passes dynamo's recompile limit, and the blocks then run eagerly
+            torch._dynamo.reset()
+        use_kernel(kernel)
+        kernel_now = kernel
         backend = "native" if own_kernel else backend
 
         shared = "unshared" not in extra  # the first blocks' self-attention, as in sampling

@@ -16,6 +16,7 @@ PACKAGES = (
     "nvidia-cutlass-dsl",
     "sageattention",
     "torchao",
+    "nvidia-cudnn-frontend",
 )
 
 

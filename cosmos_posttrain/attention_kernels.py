@@ -4,6 +4,7 @@ sdpa: PyTorch's scaled_dot_product_attention through diffusers' dispatcher (any 
 fa4: FlashAttention-4 (flash-attn-4) registered into SDPA's flash backend by PyTorch; Hopper and
 Blackwell GPUs, forward and backward, the exact-attention kernel measured fastest on an H100.
 sage: SageAttention, quantised and forward only, for inference.
+cudnn_fp8: cuDNN's FP8 attention on Hopper GPUs, forward only, for inference (cudnn_fp8.py).
 `auto` picks fa4 where it runs and sdpa elsewhere. Measurements: docs/BENCHMARKS.md.
 """
 
@@ -17,7 +18,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from torch.nn import attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import sage_hopper
+from . import cudnn_fp8, sage_hopper
 from .errors import CosmosPosttrainError
 
 
@@ -79,8 +80,13 @@ def sage_hopper_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     return sage_attention(q, k, v)
 
 
-KERNELS: dict[str, Kernel] = {"sdpa": sdpa_attention, "fa4": fa4_attention, "sage": sage_attention}
-TRAINING_KERNELS = ("auto", "sdpa", "fa4")  # sage has no backward
+KERNELS: dict[str, Kernel] = {
+    "sdpa": sdpa_attention,
+    "fa4": fa4_attention,
+    "sage": sage_attention,
+    "cudnn_fp8": cudnn_fp8.attention,
+}
+TRAINING_KERNELS = ("auto", "sdpa", "fa4")  # sage and cudnn_fp8 have no backward
 
 
 def fa4_problem(device: torch.device | str) -> str | None:
@@ -141,6 +147,8 @@ def attention_kernel(name: str, device: torch.device | str) -> Kernel:
         if problem := fa4_problem(device):
             raise AttentionKernelError(f"attention kernel 'fa4' {problem}")
         activate_fa4()
+    if name == "cudnn_fp8" and (problem := cudnn_fp8.problem(device)):
+        raise AttentionKernelError(f"attention kernel 'cudnn_fp8' {problem}")
     if name == "sage" and sage_hopper.available(device):
         return sage_hopper_attention
     return KERNELS[name]

@@ -60,7 +60,8 @@ BASE: dict[str, Any] = {
             # shape fits one 80 GB GPU encoders included (68.0 GiB, docs/BENCHMARKS.md)
             "compile": True,
             # self-attention kernel: auto (FlashAttention-4 when flash-attn-4 is installed and the
-            # GPU is a Hopper or Blackwell, else PyTorch SDPA) | sdpa | fa4 | sage (inference);
+            # GPU is a Hopper or Blackwell, else PyTorch SDPA) | sdpa | fa4 | sage | cudnn_fp8
+            # (the last two quantised, for inference);
             # FA4 takes an H100 step from 14.2 s to 12.1 s (docs/BENCHMARKS.md)
             "attention_kernel": "auto",
             "dtype": "bfloat16",  # training precision of the forward pass
@@ -278,11 +279,13 @@ def check_config(config: DictConfig, world_size: int = 1) -> None:
         problems.append(
             "model.config.conditional_frames_probs must be 3 probabilities summing to 1"
         )
-    from .attention_kernels import TRAINING_KERNELS  # torch and diffusers: only when checked
+    # torch and diffusers: only when checked
+    from .attention_kernels import KERNELS, TRAINING_KERNELS
 
     kernel = str(config.model.config.attention_kernel)
     if kernel not in TRAINING_KERNELS:
-        forward_only = " (sage has no backward: it is for inference)" if kernel == "sage" else ""
+        forward_only = f" ({kernel} has no backward: it is for inference)"
+        forward_only = forward_only if kernel in KERNELS else ""
         problems.append(
             f"model.config.attention_kernel={kernel!r}: training takes auto, sdpa or fa4"
             + forward_only

@@ -108,6 +108,11 @@ def test_unknown_keys_are_errors(overrides, message):
         (["model_parallel.context_parallel_size=3"], 3, "must divide the attention heads (16)"),
         (["model_parallel.context_parallel_size=2"], 3, "must divide the world size (3)"),
         (["model.config.attention_kernel=sage"], 1, "sage has no backward: it is for inference"),
+        (
+            ["model.config.attention_kernel=cudnn_fp8"],
+            1,
+            "cudnn_fp8 has no backward: it is for inference",
+        ),
         (["model.config.attention_kernel=flash"], 1, "'flash': training takes auto, sdpa or fa4"),
     ],
 )

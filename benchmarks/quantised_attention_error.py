@@ -2,7 +2,8 @@
 
 Random weights give the benchmarks' model nearly uniform attention, where quantising the scores
 costs little; trained video models attend more sharply. This emulates, in fp32 on the CPU, the
-arithmetic of the two quantised kernels the project offers for inference:
+arithmetic of the two quantised kernels the project offers for inference, on the inputs the
+project's own quantisation gives them (`sage_hopper.quantise`, `cudnn_fp8.quantise`):
 
 - `sage` (SageAttention 2 on Hopper): INT8 Q with one scale per 16 tokens, INT8 K smoothed by
   its mean with one scale per 128 tokens, probabilities and V (one scale per channel) in FP8;
@@ -27,11 +28,15 @@ from pathlib import Path
 import torch
 from provenance import provenance
 
+from cosmos_posttrain import cudnn_fp8, sage_hopper
+
 FP8 = torch.float8_e4m3fn
 HEADS, CHANNELS, GRID = 2, 128, 16
 
 
-def attention(q, k, v, fp8_probabilities: bool = False) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fp8_probabilities: bool = False
+) -> torch.Tensor:
     """Softmax(Q.Kᵀ/√D).V of (B, H, L, D) tensors, optionally with FP8 probabilities in P.V."""
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     p = (scores - scores.amax(-1, keepdim=True)).exp()
@@ -41,42 +46,43 @@ def attention(q, k, v, fp8_probabilities: bool = False) -> torch.Tensor:
     return p @ v / total
 
 
-def fp8_tensor(x: torch.Tensor) -> torch.Tensor:
-    amax = x.abs().amax()
-    return (x * 448 / amax).to(FP8).float() * amax / 448
+def sage_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What SageAttention's kernel reads, from the project's `sage_hopper.quantise`, as fp32
+    (B, H, L, D) tensors (K smoothed)."""
+    x = sage_hopper.quantise(*(t.transpose(1, 2) for t in (q, k, v)))
+
+    def groups(t8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        steps = scale.repeat_interleave(t8.shape[1] // scale.shape[-1], dim=-1)
+        return t8.float().transpose(1, 2) * steps[..., None]
+
+    stored = x.v.float() * x.v_scale[..., None]  # (B, H, D, L), tokens reordered in 16s
+    order = torch.argsort(torch.tensor(sage_hopper.V_ORDER))
+    v_back = stored.unflatten(-1, (-1, 16))[..., order].flatten(-2).transpose(-1, -2)
+    return groups(x.q, x.q_scale), groups(x.k, x.k_scale), v_back
 
 
-def fp8_channels(v: torch.Tensor) -> torch.Tensor:
-    amax = v.abs().amax(-2, keepdim=True)
-    return (v * 448 / amax).to(FP8).float() * amax / 448
-
-
-def int8_groups(x: torch.Tensor, group: int) -> torch.Tensor:
-    grouped = x.unflatten(-2, (-1, group))
-    step = grouped.abs().amax((-1, -2), keepdim=True) / 127
-    return ((grouped / step).round().clamp(-127, 127) * step).flatten(-3, -2)
-
-
-def errors(q, k, v) -> dict[str, float]:
+def errors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, float]:
     ref = attention(q, k, v)
 
     def rel(out: torch.Tensor) -> float:
         return round(float((out - ref).norm() / ref.norm()), 5)
 
-    k = k - k.mean(-2, keepdim=True)  # both kernels smooth K (softmax does not see it)
-    v_mean = v.mean(-2, keepdim=True)
-    sage_qk = (int8_groups(q, 16), int8_groups(k, 128))
-    cudnn_qk = (fp8_tensor(q), fp8_tensor(k))
-    cudnn = fp8_tensor(attention(*cudnn_qk, fp8_channels(v - v_mean), True)) + v_mean
+    sage_q, sage_k, sage_v = sage_inputs(q, k, v)
+    x = cudnn_fp8.quantise(*(t.transpose(1, 2) for t in (q, k, v)))
+    cudnn_q, cudnn_k = (
+        (t.float() * s).transpose(1, 2) for t, s in ((x.q, x.q_descale), (x.k, x.k_descale))
+    )
+    fp8_out = attention(cudnn_q, cudnn_k, x.v.float().transpose(1, 2), True).to(FP8).float()
+    cudnn = fp8_out * x.v_scale.transpose(1, 2) + x.v_mean.transpose(1, 2)
     return {
-        "sage": rel(attention(*sage_qk, fp8_channels(v), True)),
-        "sage_qk_only": rel(attention(*sage_qk, v)),
+        "sage": rel(attention(sage_q, sage_k, sage_v, True)),
+        "sage_qk_only": rel(attention(sage_q, sage_k, v)),
         "cudnn_fp8": rel(cudnn),
-        "cudnn_fp8_qk_only": rel(attention(*cudnn_qk, v)),
+        "cudnn_fp8_qk_only": rel(attention(cudnn_q, cudnn_k, v)),
     }
 
 
-def inputs(structured: bool, scale: float, gen: torch.Generator):
+def inputs(structured: bool, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     tokens = GRID**3
     q, k, v = (torch.randn(1, HEADS, tokens, CHANNELS, generator=gen) for _ in range(3))
     if structured:  # nearby tokens share most of their code, so each query favours its region

@@ -2,8 +2,9 @@
 
 cuDNN's FP8 attention takes e4m3 Q, K and V with one descale factor each, rounds the softmax
 probabilities to FP8 for the P.V product, and on Hopper writes its output in FP8 too (16-bit
-output is a Blackwell feature). On an H100 at 84,480 tokens it runs a batch-2 call in 122 ms
-against 139 ms for SageAttention 2's INT8/FP8 kernel (docs/BENCHMARKS.md).
+output is a Blackwell feature). On an H100 at 84,480 tokens it runs a batch-2 call in 126 ms
+against 137 ms for SageAttention 2's INT8/FP8 kernel, but twice as far from exact attention
+(docs/BENCHMARKS.md), so it is a choice that trades accuracy for speed.
 
 The quantisation is written here as tensor expressions, so that torch.compile fuses it into the
 block around the kernel, which is an opaque custom op:
@@ -11,21 +12,25 @@ block around the kernel, which is an opaque custom op:
 - Q: one scale for the tensor, its largest magnitude mapped to FP8's 448;
 - K: minus its mean over the tokens first (softmax does not change when every key loses the same
   vector), then one scale;
-- V: minus its mean over the tokens, per channel, then one scale per channel. Every row of P
-  sums to 1, so O = P.V' * scale + mean: the mean and the scales come back after the kernel,
-  which sees V with descale 1. Its FP8 output is a weighted mean of V' rows, so it stays within
-  448 and needs no scale of its own.
+- V: minus its mean over the tokens, per channel, then one scale per channel onto half of
+  FP8's range. Every row of P sums to 1, so O = P.V' * scale + mean: the mean and the scales
+  come back after the kernel, which sees V with descale 1. Its FP8 output is a weighted mean
+  of V' rows, within 224, plus what rounding P to FP8 adds to the weights (at most 1/16 of
+  them), so it stays inside FP8's 448 with no scale of its own; a power of two costs FP8 no
+  precision.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
+V_MAX = FP8_MAX / 2  # V's channels go onto this, so the output cannot reach FP8_MAX (see above)
 OP_NAME = "cosmos_posttrain::cudnn_fp8_sdpa"
 
 
@@ -52,28 +57,31 @@ def quantise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Fp8Inputs:
     v32 = v.float()
     v_mean = v32.mean(dim=1, keepdim=True)
     smoothed = v32 - v_mean
-    v_scale = smoothed.abs().amax(dim=1, keepdim=True).clamp_min(1e-7) / FP8_MAX
+    v_scale = smoothed.abs().amax(dim=1, keepdim=True).clamp_min(1e-7) / V_MAX
     v8 = (smoothed / v_scale).to(FP8)
     return Fp8Inputs(
         q8.contiguous(), q_descale, k8.contiguous(), k_descale, v8.contiguous(), v_scale, v_mean
     )
 
 
-class _Uid:
+class _Uid(enum.IntEnum):
     """The tensors of the cuDNN graph, by the numbers the variant pack names them with."""
 
-    Q, K, V, OUT, Q_DESCALE, K_DESCALE, V_DESCALE, S_DESCALE, S_SCALE, O_SCALE = range(10)
-    S_AMAX, O_AMAX = 10, 11
+    Q, K, V, OUT, Q_DESCALE, K_DESCALE, V_DESCALE, S_DESCALE, S_SCALE, O_SCALE, S_AMAX, O_AMAX = (
+        range(12)
+    )
 
 
 class _Graph(NamedTuple):
-    graph: object
-    handle: object
-    constants: dict[int, torch.Tensor]  # the descales and scales that never change
+    graph: Any  # cudnn.pygraph
+    handle: Any  # cudnn.Handle
+    workspace_bytes: int
+    # the scales that never change, and the two amax outputs the kernel writes and nobody reads
+    fixed: dict[int, torch.Tensor]
 
 
 @functools.cache
-def _handle(device_index: int):
+def _handle(device_index: int) -> Any:
     import cudnn
 
     with torch.cuda.device(device_index):
@@ -85,6 +93,13 @@ def _graph(
     batch: int, heads: int, q_len: int, kv_len: int, channels: int, scale: float, device: int
 ) -> _Graph:
     """cuDNN's FP8 attention for these sizes, built once (about a second) and kept."""
+    with torch.cuda.device(device):
+        return _build(batch, heads, q_len, kv_len, channels, scale, device)
+
+
+def _build(
+    batch: int, heads: int, q_len: int, kv_len: int, channels: int, scale: float, device: int
+) -> _Graph:
     import cudnn
 
     handle = _handle(device)
@@ -93,12 +108,12 @@ def _graph(
         io_data_type=fp8, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle
     )
 
-    def bshd(uid: int, length: int):  # (B, H, L, D) dims over (B, L, H, D) memory
+    def bshd(uid: int, length: int) -> Any:  # (B, H, L, D) dims over (B, L, H, D) memory
         stride = (length * heads * channels, channels, heads * channels, 1)
         dims = (batch, heads, length, channels)
         return graph.tensor(uid=uid, dim=dims, stride=stride, data_type=fp8)
 
-    def scalar(uid: int):
+    def scalar(uid: int) -> Any:
         return graph.tensor(uid=uid, dim=(1, 1, 1, 1), stride=(1, 1, 1, 1), data_type=fp32)
 
     o, _, s_amax, o_amax = graph.sdpa_fp8(
@@ -130,7 +145,7 @@ def _graph(
     def constant(value: float) -> torch.Tensor:
         return torch.full((1, 1, 1, 1), value, device=f"cuda:{device}")
 
-    constants = {
+    fixed = {
         _Uid.V_DESCALE: constant(1.0),  # V's scales are applied after the kernel
         _Uid.S_SCALE: constant(FP8_MAX),  # the probabilities, at most 1, onto FP8's range
         _Uid.S_DESCALE: constant(1 / FP8_MAX),
@@ -138,7 +153,7 @@ def _graph(
         _Uid.S_AMAX: constant(0.0),  # written by the kernel, read by nobody
         _Uid.O_AMAX: constant(0.0),
     }
-    return _Graph(graph, handle, constants)
+    return _Graph(graph, handle, graph.get_workspace_size(), fixed)
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=(), device_types="cuda")
@@ -152,17 +167,22 @@ def fp8_sdpa(
 
     batch, q_len, heads, channels = q.shape
     built = _graph(batch, heads, q_len, k.shape[1], channels, scale, q.device.index)
-    cudnn.set_stream(handle=built.handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
     out = torch.empty(q.shape, dtype=FP8, device=q.device)
-    pack = {_Uid.Q: q, _Uid.K: k, _Uid.V: v, _Uid.OUT: out, _Uid.Q_DESCALE: q_descale}
-    pack.update({_Uid.K_DESCALE: k_descale, **built.constants})
-    workspace = torch.empty(built.graph.get_workspace_size(), dtype=torch.uint8, device=q.device)
-    built.graph.execute(pack, workspace, handle=built.handle)
+    given = {_Uid.Q: q, _Uid.K: k, _Uid.V: v, _Uid.OUT: out, _Uid.Q_DESCALE: q_descale}
+    pack = {int(uid): t for uid, t in {**given, _Uid.K_DESCALE: k_descale, **built.fixed}.items()}
+    workspace = torch.empty(built.workspace_bytes, dtype=torch.uint8, device=q.device)
+    with torch.cuda.device(q.device):
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+        cudnn.set_stream(handle=built.handle, stream=stream)
+        built.graph.execute(pack, workspace, handle=built.handle)
     return out
 
 
 @fp8_sdpa.register_fake
-def _(q, k, v, q_descale, k_descale, scale):
+def _(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_descale: torch.Tensor,
+    k_descale: torch.Tensor, scale: float,
+) -> torch.Tensor:  # fmt: skip
     return q.new_empty(q.shape)
 
 
@@ -183,12 +203,12 @@ def problem(device: torch.device | str) -> str | None:
     if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
         return f"runs on NVIDIA Hopper GPUs (compute capability 9.0), not {device}"
     try:
-        import cudnn  # noqa: F401
+        import cudnn
     except Exception as exc:  # not installed, or an install that does not import
         return f"needs the nvidia-cudnn-frontend package: {type(exc).__name__}: {exc}"
     index = device.index if device.index is not None else torch.cuda.current_device()
     try:
         _graph(1, 1, 128, 128, 128, 128**-0.5, index)
     except Exception as exc:  # the backend declines the graph: too old a cuDNN
-        return f"cuDNN {torch.backends.cudnn.version()} cannot build it: {exc}"[:500]
+        return f"cuDNN {cudnn.backend_version_string()} cannot build it: {exc}"[:500]
     return None

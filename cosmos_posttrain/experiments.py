@@ -284,8 +284,8 @@ def check_config(config: DictConfig, world_size: int = 1) -> None:
 
     kernel = str(config.model.config.attention_kernel)
     if kernel not in TRAINING_KERNELS:
-        forward_only = f" ({kernel} has no backward: it is for inference)"
-        forward_only = forward_only if kernel in KERNELS else ""
+        known = kernel in KERNELS
+        forward_only = f" ({kernel} has no backward: it is for inference)" if known else ""
         problems.append(
             f"model.config.attention_kernel={kernel!r}: training takes auto, sdpa or fa4"
             + forward_only

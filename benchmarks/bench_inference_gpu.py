@@ -188,8 +188,7 @@ def main() -> None:
                 compile_blocks(model)
             compiled = True
 
-        # the project's processor
-        own_kernel = backend in ("sage", "sage_warp", "sage_own", "fa4", "cudnn_fp8")
+        own_kernel = backend in attention_kernels.KERNELS  # through the project's processor
         kernel = backend if own_kernel else "sdpa"
         if compiled and kernel != kernel_now:
             # compile the blocks afresh around the new kernel: recompiling them in place for a

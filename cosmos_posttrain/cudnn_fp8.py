@@ -108,18 +108,22 @@ def _build(
         io_data_type=fp8, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle
     )
 
-    def bshd(uid: int, length: int) -> Any:  # (B, H, L, D) dims over (B, L, H, D) memory
-        stride = (length * heads * channels, channels, heads * channels, 1)
+    def bshd(length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(B, H, L, D) dims and their strides over (B, L, H, D) memory."""
         dims = (batch, heads, length, channels)
+        return dims, (length * heads * channels, channels, heads * channels, 1)
+
+    def fp8_input(uid: int, length: int) -> Any:
+        dims, stride = bshd(length)
         return graph.tensor(uid=uid, dim=dims, stride=stride, data_type=fp8)
 
     def scalar(uid: int) -> Any:
         return graph.tensor(uid=uid, dim=(1, 1, 1, 1), stride=(1, 1, 1, 1), data_type=fp32)
 
     o, _, s_amax, o_amax = graph.sdpa_fp8(
-        q=bshd(_Uid.Q, q_len),
-        k=bshd(_Uid.K, kv_len),
-        v=bshd(_Uid.V, kv_len),
+        q=fp8_input(_Uid.Q, q_len),
+        k=fp8_input(_Uid.K, kv_len),
+        v=fp8_input(_Uid.V, kv_len),
         descale_q=scalar(_Uid.Q_DESCALE),
         descale_k=scalar(_Uid.K_DESCALE),
         descale_v=scalar(_Uid.V_DESCALE),
@@ -130,9 +134,8 @@ def _build(
         attn_scale=scale,
         use_causal_mask=False,
     )
-    o.set_uid(_Uid.OUT).set_output(True).set_data_type(fp8)
-    o.set_dim((batch, heads, q_len, channels))
-    o.set_stride((q_len * heads * channels, channels, heads * channels, 1))
+    dims, stride = bshd(q_len)
+    o.set_uid(_Uid.OUT).set_output(True).set_data_type(fp8).set_dim(dims).set_stride(stride)
     for uid, amax in ((_Uid.S_AMAX, s_amax), (_Uid.O_AMAX, o_amax)):
         amax.set_uid(uid).set_output(True).set_data_type(fp32)
         amax.set_dim((1, 1, 1, 1)).set_stride((1, 1, 1, 1))
@@ -168,13 +171,16 @@ def fp8_sdpa(
     batch, q_len, heads, channels = q.shape
     built = _graph(batch, heads, q_len, k.shape[1], channels, scale, q.device.index)
     out = torch.empty(q.shape, dtype=FP8, device=q.device)
-    given = {_Uid.Q: q, _Uid.K: k, _Uid.V: v, _Uid.OUT: out, _Uid.Q_DESCALE: q_descale}
-    pack = {int(uid): t for uid, t in {**given, _Uid.K_DESCALE: k_descale, **built.fixed}.items()}
+    pack = {
+        **built.fixed,
+        _Uid.Q: q, _Uid.K: k, _Uid.V: v, _Uid.OUT: out,
+        _Uid.Q_DESCALE: q_descale, _Uid.K_DESCALE: k_descale,
+    }  # fmt: skip
     workspace = torch.empty(built.workspace_bytes, dtype=torch.uint8, device=q.device)
     with torch.cuda.device(q.device):
         stream = torch.cuda.current_stream(q.device).cuda_stream
         cudnn.set_stream(handle=built.handle, stream=stream)
-        built.graph.execute(pack, workspace, handle=built.handle)
+        built.graph.execute({int(uid): t for uid, t in pack.items()}, workspace, built.handle)
     return out
 
 

@@ -86,6 +86,10 @@ KERNELS: dict[str, Kernel] = {
     "sage": sage_attention,
     "cudnn_fp8": cudnn_fp8.attention,
 }
+# kernels with an entry from the raw (B, S, H*D) q/k/v projections, which applies the
+# attention's q/k RMSNorms and RoPE itself: (attn, q, k, v, rope) -> (B, S, H, D), or None where
+# it does not take them
+PROJECTED: dict[Kernel, Callable] = {sage_hopper_attention: sage_hopper.attention_from_projections}
 TRAINING_KERNELS = ("auto", "sdpa", "fa4")  # sage and cudnn_fp8 have no backward
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 
+from . import attention_kernels
 from .attention_kernels import Kernel, attention_kernel, sdpa_attention
 
 
@@ -100,6 +101,11 @@ class CosmosSelfAttention:
             return x.unflatten(2, (attn.heads, -1)).transpose(1, 2)
 
         query, key, value = _fused_qkv(attn, hidden_states)
+        if self.group is None and image_rotary_emb is not None and attention_mask is None:
+            projected = attention_kernels.PROJECTED.get(self.kernel)
+            out = projected and projected(attn, query, key, value, image_rotary_emb)
+            if out is not None:  # the kernel normalised and rotated q and k itself
+                return attn.to_out[1](attn.to_out[0](out.flatten(2, 3)))
         query, key, value = attn.norm_q(heads(query)), attn.norm_k(heads(key)), heads(value)
         if image_rotary_emb is not None:
             query = apply_rotary_emb(query, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)

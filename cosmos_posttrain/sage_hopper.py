@@ -18,6 +18,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch import nn
+
+from . import sage_qk_prologue
 
 INT8_MAX = 127.0
 FP8_MAX = 448.0
@@ -48,16 +51,22 @@ def _int8_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tenso
     return quantised, scale.contiguous()
 
 
+def quantise_v(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP8 V in the kernel's layout, and its per-channel scales, from a bf16/fp16 (B, L, H, D)
+    tensor."""
+    v_amax = v.abs().amax(dim=1).float().clamp_min(1e-7)  # (B, H, D)
+    v8 = (v.float() * (FP8_MAX / v_amax[:, None])).to(torch.float8_e4m3fn)
+    # a group's 16 tokens as (b, a, c) with token 8b + 2a + c, stored at 4a + 2b + c: V_ORDER
+    v8 = v8.unflatten(1, (-1, 2, 4, 2)).permute(0, 5, 6, 1, 3, 2, 4).flatten(3).contiguous()
+    return v8, v_amax / FP8_MAX
+
+
 def quantise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> SageInputs:
     """The kernel's inputs from bf16/fp16 (B, L, H, D) tensors; L must divide by 128."""
     q8, q_scale = _int8_groups(q.float(), Q_GROUP)
     k32 = k.float()
     k8, k_scale = _int8_groups(k32 - k32.mean(dim=1, keepdim=True), K_GROUP)
-    v_amax = v.abs().amax(dim=1).float().clamp_min(1e-7)  # (B, H, D)
-    v8 = (v.float() * (FP8_MAX / v_amax[:, None])).to(torch.float8_e4m3fn)
-    # a group's 16 tokens as (b, a, c) with token 8b + 2a + c, stored at 4a + 2b + c: V_ORDER
-    v8 = v8.unflatten(1, (-1, 2, 4, 2)).permute(0, 5, 6, 1, 3, 2, 4).flatten(3).contiguous()
-    return SageInputs(q8.contiguous(), q_scale, k8.contiguous(), k_scale, v8, v_amax / FP8_MAX)
+    return SageInputs(q8.contiguous(), q_scale, k8.contiguous(), k_scale, *quantise_v(v))
 
 
 def available(device: torch.device | str) -> bool:
@@ -90,8 +99,51 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     """Softmax(Q.Kᵀ/√D).V of (B, L, H, D) tensors through the Hopper kernel (see `available`
     and `takes`). Under torch.compile only: eager, these PyTorch passes are slower than
     `sageattn`'s own kernels (docs/BENCHMARKS.md)."""
-    inputs = quantise(q, k, v)
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    return _run(quantise(q, k, v), q.dtype)
+
+
+def attention_from_projections(
+    attn: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor | None:
+    """The attention of a Cosmos self-attention `attn` from its (B, L, H*D) q/k/v projections:
+    its RMSNorms, RoPE and the INT8 quantisation of q and k in two Triton passes
+    (sage_qk_prologue), V quantised here. Returns (B, L, H, D), or None where those passes do
+    not take the inputs (the caller then normalises and calls `attention`). Under
+    torch.compile only, like `attention`."""
+    if not (
+        torch.compiler.is_compiling()
+        and sage_qk_prologue.takes(query, key, attn.heads, rope)
+        and all(_bf16_rms_norm(norm) for norm in (attn.norm_q, attn.norm_k))
+    ):
+        return None
+    q8, q_scale, k8, k_scale = sage_qk_prologue.qk_int8(
+        query, key, attn.norm_q, attn.norm_k, rope, attn.heads
+    )
+    v8, v_scale = quantise_v(value.unflatten(2, (attn.heads, -1)))
+    return _run(SageInputs(q8, q_scale, k8, k_scale, v8, v_scale), query.dtype)
+
+
+def _bf16_rms_norm(norm: nn.Module) -> bool:
+    """Whether `norm` is diffusers' RMSNorm with a bf16 weight and no bias, the norm the Triton
+    passes compute."""
+    from diffusers.models.normalization import RMSNorm
+
+    weight = getattr(norm, "weight", None)
+    return (
+        type(norm) is RMSNorm
+        and weight is not None
+        and weight.dtype == torch.bfloat16
+        and norm.bias is None
+    )
+
+
+def _run(inputs: SageInputs, dtype: torch.dtype) -> torch.Tensor:
+    """The Hopper kernel on quantised inputs: a (B, L, H, D) output of `dtype`."""
+    out = torch.empty(inputs.q.shape, dtype=dtype, device=inputs.q.device)
     torch.ops.sageattention_sm90.qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf(
         inputs.q,
         inputs.k,
@@ -103,7 +155,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         NHD,
         0,  # not causal
         PER_WARP,
-        q.shape[-1] ** -0.5,
+        inputs.q.shape[-1] ** -0.5,
         0,  # no log-sum-exp
     )
     return out

@@ -14,10 +14,13 @@ project runs it per latent frame, frame_adaln.py); `unshared` computes the first
 self-attention for both guidance rows (the sampler shares it,
 context_parallel.repeated_video_halves); `cublaslt` sends the matrix products through cuBLASLt
 instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent
-tuning of its generated kernels; `fp8` (last, it quantises the models in place) runs the
-blocks' linear layers in FP8 (torchao, dynamic per-row scales). `--quality` first measures how
-far one velocity prediction of each kernel lands from an fp32 reference (mem-efficient SDPA in
-fp32), and again with FP8 layers when a variant has them. Results go to
+tuning of its generated kernels; `qk_torch` leaves the q/k RMSNorm, RoPE and quantisation of
+`sage` to torch.compile instead of the Triton passes of sage_qk_prologue; `fp8` (last, it
+quantises the models in place) runs the blocks' linear layers in FP8 (torchao, dynamic per-row
+scales). `--quality` first measures how far one velocity prediction of each kernel lands from
+an fp32 reference (mem-efficient SDPA in fp32), and again with FP8 layers when a variant has
+them; each variant's row then has the same error of its own model call (`rel_err`: compiled,
+with its kernel and extras). Results go to
 benchmarks/results/inference.jsonl.
 Run on a GPU machine: `python benchmarks/bench_inference_gpu.py`; `TINY=1` runs a toy copy on
 the CPU to check the script.
@@ -142,6 +145,7 @@ def main() -> None:
     frame_adaln_now = True  # as parallelize sets it up for inference.py
     for model in (base, ctrl):
         set_frame_adaln(model)
+    PROJECTED = attention_kernels.PROJECTED  # noqa: N806 - the module's table, restored by name
     attention_kernels.KERNELS["sage_warp"] = sage_warp_attention
     # SageAttention with its own quantisation kernels (sageattn), as `sage` ran before sage_hopper
     attention_kernels.KERNELS["sage_own"] = attention_kernels.sage_attention
@@ -164,7 +168,16 @@ def main() -> None:
             use_fused_qkv(False)
             if reference is not None:
                 fp8_quality(args, base, ctrl, inputs, use_kernel, reference)
-        known = {"compile", "fp8", "token_adaln", "unshared", "cublaslt", "cdtune", "autotune"}
+        known = {
+            "compile",
+            "fp8",
+            "token_adaln",
+            "unshared",
+            "cublaslt",
+            "cdtune",
+            "autotune",
+            "qk_torch",
+        }
         if not set(extra) <= known:
             raise SystemExit(f"variant {variant!r}: extras are {', '.join(sorted(known))}")
         if ("cdtune" in extra) != torch._inductor.config.coordinate_descent_tuning:
@@ -183,6 +196,10 @@ def main() -> None:
                 set_frame_adaln(model, frame_adaln)
             frame_adaln_now = frame_adaln
             torch._dynamo.reset()  # the blocks' norms changed class: compile them afresh
+        projected = {} if "qk_torch" in extra else PROJECTED
+        if projected != attention_kernels.PROJECTED:
+            attention_kernels.PROJECTED = projected
+            torch._dynamo.reset()  # the processor takes the other path: compile it afresh
         if "compile" in extra and not compiled:
             for model in (base, ctrl):
                 compile_blocks(model)
@@ -263,6 +280,10 @@ def main() -> None:
                 if device.type == "cuda"
                 else None,
             )
+            if reference is not None:  # one velocity of the variant's model call, as --quality
+                with torch.no_grad(), attention_backend(backend):
+                    v = predict_velocity(base, ctrl, *inputs).float()
+                record["rel_err"] = round(float((v - reference).norm() / reference.norm()), 5)
             if args.profile and device.type == "cuda":
                 record["gpu_time_by_kind"] = profile_gpu_time(step, rows=args.profile_rows)
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too

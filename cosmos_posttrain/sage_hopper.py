@@ -11,6 +11,10 @@ into the block's own kernels, and the same attention kernel then reads the same 
   taken from every key), INT8, one scale per 128 tokens and head;
 - V: FP8 e4m3 with one scale per channel, stored (batch, head, channel, token) with the tokens
   of each group of 16 in the order the kernel's FP8 P.V product reads them.
+
+The Cosmos self-attention takes a shorter way (`attention_from_projections`): Q and K come from
+two Triton passes over the raw projections that also apply the attention's RMSNorms and RoPE
+(sage_qk_prologue), which torch.compile otherwise spreads over several passes.
 """
 
 from __future__ import annotations

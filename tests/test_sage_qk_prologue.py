@@ -8,6 +8,7 @@ docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -94,3 +95,7 @@ def test_sage_takes_the_projections_only_on_a_gpu_inside_compiled_blocks(attenti
     query, key, value = hidden, hidden, hidden
     assert sage_hopper.attention_from_projections(attn, query, key, value, rope) is None
     assert not sage_qk_prologue.takes(query, key, attn.heads, rope)  # CPU tensors
+    # the passes compute diffusers' RMSNorm with a bf16 weight (the inference models' dtype)
+    assert sage_hopper._bf16_rms_norm(attn.norm_q) and sage_hopper._bf16_rms_norm(attn.norm_k)
+    assert not sage_hopper._bf16_rms_norm(copy.deepcopy(attn.norm_q).float())
+    assert not sage_hopper._bf16_rms_norm(torch.nn.LayerNorm(64).bfloat16())

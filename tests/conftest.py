@@ -28,6 +28,22 @@ MIN_FRAMES = 30
 LONG, SHORT = 40, 15
 
 
+def run_python(args: list[str], timeout: int, **env: str) -> str:
+    """`python *args` from the repository root, with the package importable and one CPU thread
+    per process (so that runs compare number for number); fails the test with the output when
+    the process fails, and returns what it printed."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_dataset
+from conftest import run_python, write_dataset
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from cosmos_posttrain.convert_checkpoint import convert, latest_model_dir
@@ -280,12 +280,7 @@ def test_inference_refuses_wrong_control_before_loading(tmp_path, make_clip):
 def test_inference_context_parallel_2_equals_one_process(trained, tmp_path, monkeypatch, capsys):
     """torchrun with 2 processes splits each chunk's latent frames over both (Ulysses CP, the
     default); the video equals the one a single process makes."""
-    import os
-    import subprocess
-    import sys
-
     import numpy as np
-    from conftest import REPO
 
     model_dir = latest_model_dir(trained["run"] / "checkpoints")
     written = convert(model_dir, model_dir.parent)
@@ -313,17 +308,11 @@ def test_inference_context_parallel_2_equals_one_process(trained, tmp_path, monk
         f"checkpoint.load_path={trained['base']}",
     ]
     assert inference_main(["-o", str(tmp_path / "one"), *args]) == 0
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = subprocess.run(
+    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    run_python(
         [*cmd, "-m", "cosmos_posttrain.inference", "-o", str(tmp_path / "cp2"), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     one = read_frames(tmp_path / "one" / "cp.mp4").astype(np.int16)
     cp2 = read_frames(tmp_path / "cp2" / "cp.mp4").astype(np.int16)
     assert one.shape == cp2.shape == (13, 48, 64, 3)

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import run_python
 from diffusers import CosmosTransformer3DModel
 from diffusers.models.embeddings import apply_rotary_emb
 
@@ -30,17 +27,8 @@ from cosmos_posttrain.models import TINY_TRANSFORMER
 def test_triton_passes_quantise_as_the_eager_chain_does():
     pytest.importorskip("triton")
     script = Path(__file__).parent / "interpreted" / "sage_qk_prologue.py"
-    env = dict(os.environ, PYTHONPATH=str(REPO), TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    stdout = run_python([str(script)], timeout=300, TRITON_INTERPRET="1")
+    cases = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert [c["case"] for c in cases] == ["cosmos rope, D=64", "random rope, D=128"]
     for case in cases:
         assert case["strided"], case  # the inputs were slices of one fused product

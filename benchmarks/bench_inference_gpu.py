@@ -145,7 +145,7 @@ def main() -> None:
     frame_adaln_now = True  # as parallelize sets it up for inference.py
     for model in (base, ctrl):
         set_frame_adaln(model)
-    PROJECTED = attention_kernels.PROJECTED  # noqa: N806 - the module's table, restored by name
+    projected_entries = attention_kernels.PROJECTED  # the module's table, put back by name
     attention_kernels.KERNELS["sage_warp"] = sage_warp_attention
     # SageAttention with its own quantisation kernels (sageattn), as `sage` ran before sage_hopper
     attention_kernels.KERNELS["sage_own"] = attention_kernels.sage_attention
@@ -196,7 +196,7 @@ def main() -> None:
                 set_frame_adaln(model, frame_adaln)
             frame_adaln_now = frame_adaln
             torch._dynamo.reset()  # the blocks' norms changed class: compile them afresh
-        projected = {} if "qk_torch" in extra else PROJECTED
+        projected = {} if "qk_torch" in extra else projected_entries
         if projected != attention_kernels.PROJECTED:
             attention_kernels.PROJECTED = projected
             torch._dynamo.reset()  # the processor takes the other path: compile it afresh
@@ -283,7 +283,7 @@ def main() -> None:
             if reference is not None:  # one velocity of the variant's model call, as --quality
                 with torch.no_grad(), attention_backend(backend):
                     v = predict_velocity(base, ctrl, *inputs).float()
-                record["rel_err"] = round(float((v - reference).norm() / reference.norm()), 5)
+                record["rel_err"] = round(relative_error(v, reference), 5)
             if args.profile and device.type == "cuda":
                 record["gpu_time_by_kind"] = profile_gpu_time(step, rows=args.profile_rows)
         except Exception as exc:  # noqa: BLE001 - a failed variant is a result too
@@ -310,12 +310,16 @@ def write_quality(args, results: dict[str, float]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def relative_error(velocity: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((velocity - reference).norm() / reference.norm())
+
+
 def kernel_errors(kernels, use_kernel, velocity, reference: torch.Tensor) -> dict[str, float]:
     """Relative error of `velocity()` against `reference` with each kernel in turn."""
     results = {}
     for kernel in kernels:
         use_kernel(kernel)
-        results[kernel] = float((velocity() - reference).norm() / reference.norm())
+        results[kernel] = relative_error(velocity(), reference)
     return results
 
 

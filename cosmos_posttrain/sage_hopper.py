@@ -116,7 +116,7 @@ def attention_from_projections(
     """The attention of a Cosmos self-attention `attn` from its (B, L, H*D) q/k/v projections:
     its RMSNorms, RoPE and the INT8 quantisation of q and k in two Triton passes
     (sage_qk_prologue), V quantised here. Returns (B, L, H, D), or None where those passes do
-    not take the inputs (the caller then normalises and calls `attention`). Under
+    not take the inputs (the caller then normalises and rotates q and k and calls the kernel). Under
     torch.compile only, like `attention`."""
     if not (
         torch.compiler.is_compiling()

@@ -1,26 +1,25 @@
 """Seconds per 93-frame 720p chunk of inference on one GPU, with variants side by side.
 
-The 2B architecture (frozen base + 4-block control branch) with random weights in bf16, at the
-seed shape (latents 16 x 24 x 88 x 160, 84,480 tokens; text 512 x 100352). One denoising step
-with guidance is two model calls (guided and unguided); a chunk is `--steps` (35) of them. Each
-variant runs `--measure` steps of the project's model call (`objective.predict_velocity`, as the
-sampler makes it) after one warm-up step, and the chunk time is extrapolated from the median
-step. The variants: the unguided and guided calls separately or batched into one call, the
-attention backend, and `torch.compile` of the transformer blocks; the backend `sage` is
-SageAttention (INT8 Q.K) through the project's attention processor, `sage_warp` the same with
-one Q/K scale per warp instead of per thread, and `cudnn_fp8` is cuDNN's FP8 attention (the
-same processor). Extras: `token_adaln` runs the blocks' adaLN per token as diffusers does (the
-project runs it per latent frame, frame_adaln.py); `unshared` computes the first blocks'
-self-attention for both guidance rows (the sampler shares it,
+The 2B architecture (frozen base + 4-block control branch) with random weights in bf16, at the seed
+shape (latents 16 x 24 x 88 x 160, 84,480 tokens; text 512 x 100352). One denoising step with
+guidance is two model calls (guided and unguided); a chunk is `--steps` (35) of them. Each variant
+runs `--measure` steps of the project's model call (`objective.predict_velocity`, as the sampler
+makes it) after one warm-up step, and the chunk time is extrapolated from the median step;
+`--whole-chunk` also times the `--steps` steps back to back. The variants: the unguided and guided
+calls separately or batched into one call, the attention backend, and `torch.compile` of the
+transformer blocks; the backend `sage` is SageAttention (INT8 Q.K) through the project's attention
+processor, `sage_warp` the same with one Q/K scale per warp instead of per thread, and `cudnn_fp8`
+is cuDNN's FP8 attention (the same processor). Extras: `token_adaln` runs the blocks' adaLN per
+token as diffusers does (the project runs it per latent frame, frame_adaln.py); `unshared` computes
+the first blocks' self-attention for both guidance rows (the sampler shares it,
 context_parallel.repeated_video_halves); `cublaslt` sends the matrix products through cuBLASLt
-instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent
-tuning of its generated kernels; `qk_torch` leaves the q/k RMSNorm, RoPE and quantisation of
-`sage` to torch.compile instead of the Triton passes of sage_qk_prologue; `fp8` (last, it
-quantises the models in place) runs the blocks' linear layers in FP8 (torchao, dynamic per-row
-scales). `--quality` first measures how far one velocity prediction of each kernel lands from
-an fp32 reference (mem-efficient SDPA in fp32), and again with FP8 layers when a variant has
-them; each variant's row then has the same error of its own model call (`rel_err`: compiled,
-with its kernel and extras). Results go to
+instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent tuning of
+its generated kernels; `qk_torch` leaves the q/k RMSNorm, RoPE and quantisation of `sage` to
+torch.compile instead of the Triton passes of sage_qk_prologue; `fp8` (last, it quantises the models
+in place) runs the blocks' linear layers in FP8 (torchao, dynamic per-row scales). `--quality` first
+measures how far one velocity prediction of each kernel lands from an fp32 reference (mem-efficient
+SDPA in fp32), and again with FP8 layers when a variant has them; each variant's row then has the
+same error of its own model call (`rel_err`: compiled, with its kernel and extras). Results go to
 benchmarks/results/inference.jsonl.
 Run on a GPU machine: `python benchmarks/bench_inference_gpu.py`; `TINY=1` runs a toy copy on
 the CPU to check the script.
@@ -99,6 +98,12 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/inference.jsonl")
     p.add_argument("--quality", action="store_true")
     p.add_argument("--quality-kernels", default="sdpa,sage,fa4")
+    p.add_argument(
+        "--whole-chunk",
+        action="store_true",
+        help="also time --steps steps back to back (the GPU at its working temperature) "
+        "instead of only extrapolating from the median of --measure",
+    )
     p.add_argument("--profile", action="store_true", help="also profile one step's kernels")
     p.add_argument("--profile-rows", type=int, default=25, help="kernels listed by --profile")
     args = p.parse_args()
@@ -280,6 +285,12 @@ def main() -> None:
                 if device.type == "cuda"
                 else None,
             )
+            if args.whole_chunk:
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                sync()
+                record["s_whole_chunk"] = round(time.perf_counter() - start, 1)
             if reference is not None:  # one velocity of the variant's model call, as --quality
                 with torch.no_grad(), attention_backend(backend):
                     v = predict_velocity(base, ctrl, *inputs).float()

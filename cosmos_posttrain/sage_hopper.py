@@ -25,11 +25,10 @@ import torch
 from torch import nn
 
 from . import sage_qk_prologue
+from .sage_qk_prologue import K_GROUP, Q_GROUP  # tokens per Q and per K scale
 
 INT8_MAX = 127.0
 FP8_MAX = 448.0
-Q_GROUP = 16  # tokens per Q scale: one warp's rows
-K_GROUP = 128  # tokens per K scale: one key block of the kernel
 # V's token order inside each group of 16: output position p holds token V_ORDER[p]
 V_ORDER = (0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)
 PER_WARP = 2  # the kernel's code for per-warp Q/K scales

@@ -25,9 +25,10 @@ try:  # Triton comes with CUDA builds of torch; the pure-PyTorch path needs none
 except ImportError:  # pragma: no cover - CPU-only installs without Triton
     triton = None
 
-# sage_hopper's Q and K groups (the test compares the two quantisations)
-Q_GROUP = 16  # tokens per Q scale
-K_GROUP = 128  # tokens per K scale
+# the Hopper kernel's Q and K groups, which sage_hopper's PyTorch quantisation uses too (the
+# test compares the two quantisations)
+Q_GROUP = 16  # tokens per Q scale: one warp's rows
+K_GROUP = 128  # tokens per K scale: one key block of the kernel
 ROUND = 12582912.0  # 1.5 * 2**23: x + ROUND - ROUND rounds |x| < 2**22 half to even
 # tokens and heads per program, and warps, of the two passes: the fastest of 40 and 12
 # configurations at the seed shape on an H100 (docs/BENCHMARKS.md)

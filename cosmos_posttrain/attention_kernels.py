@@ -3,7 +3,8 @@
 sdpa: PyTorch's scaled_dot_product_attention through diffusers' dispatcher (any device).
 fa4: FlashAttention-4 (flash-attn-4) registered into SDPA's flash backend by PyTorch; Hopper and
 Blackwell GPUs, forward and backward, the exact-attention kernel measured fastest on an H100.
-sage: SageAttention, quantised and forward only, for inference.
+sage: SageAttention, quantised and forward only, for inference (on Hopper: sage_hopper, with
+SageAttention 2's kernel where it is built, else sage_fa4 over flash-attn-4).
 cudnn_fp8: cuDNN's FP8 attention on Hopper GPUs, forward only, for inference (cudnn_fp8.py).
 `auto` picks fa4 where it runs and sdpa elsewhere. Measurements: docs/BENCHMARKS.md.
 """
@@ -62,20 +63,25 @@ def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     try:
         from sageattention import sageattn
     except ImportError as exc:
+        fa4 = sage_hopper.fa4_problem()
         raise AttentionKernelError(
-            "attention kernel 'sage' needs the sageattention package (SageAttention 2 built "
-            "from github.com/thu-ml/SageAttention for Hopper; PyPI has only the slower 1.0.6) "
-            "and a CUDA GPU"
+            "attention kernel 'sage' needs a CUDA GPU and either, on a Hopper GPU, flash-attn-4 "
+            "(the sage-fa4 extra; 128 channels a head, token counts that divide by 128) or the "
+            "sageattention package "
+            "(SageAttention 2 built from github.com/thu-ml/SageAttention; PyPI has only the "
+            "slower 1.0.6)" + (f"; here the FlashAttention-4 kernel {fa4}" if fa4 else "")
         ) from exc
     return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
 
 
 def sage_hopper_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`sage` on a Hopper GPU with SageAttention 2 built: the same kernel with the inputs
-    quantised by `sage_hopper`, which torch.compile fuses into the block. Eager calls (the
-    blocks not compiled) and shapes it does not take go to sageattn, whose own kernels are
-    faster than the unfused PyTorch quantisation."""
-    if torch.compiler.is_compiling() and sage_hopper.takes(q, k, v):
+    """`sage` on a Hopper GPU: the inputs quantised by `sage_hopper`, which torch.compile fuses
+    into the block, and the kernel it selected. Eager calls (the blocks not compiled) and shapes
+    it does not take go to sageattn where SageAttention 2 is built, whose own quantisation
+    kernels are faster than the unfused PyTorch passes."""
+    if sage_hopper.takes(q, k, v) and (
+        torch.compiler.is_compiling() or sage_hopper.select() == "fa4"
+    ):
         return sage_hopper.attention(q, k, v)
     return sage_attention(q, k, v)
 

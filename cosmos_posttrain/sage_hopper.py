@@ -15,10 +15,16 @@ into the block's own kernels, and the same attention kernel then reads the same 
 The Cosmos self-attention takes a shorter way (`attention_from_projections`): Q and K come from
 two Triton passes over the raw projections that also apply the attention's RMSNorms and RoPE
 (sage_qk_prologue), which torch.compile otherwise spreads over several passes.
+
+Two kernels read these inputs (`select` picks one, once): SageAttention 2's own kernel (built
+from source), and where it is not built `sage_fa4`, the same arithmetic in FlashAttention-4's
+Hopper kernel, which needs only the pinned flash-attn-4 (the same error; 5% slower a step,
+docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import NamedTuple
 
 import torch
@@ -33,6 +39,10 @@ FP8_MAX = 448.0
 V_ORDER = (0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)
 PER_WARP = 2  # the kernel's code for per-warp Q/K scales
 NHD = 0  # the kernel's code for (batch, token, head, channel) tensors
+# sage_fa4 builds on these packages' internals (FlashAttention-4's kernel class, quack's Hopper
+# helpers), so it runs with exactly the versions it was checked with (docs/BENCHMARKS.md)
+FA4_PINNED = {"flash-attn-4": "4.0.0b36", "quack-kernels": "0.6.5"}
+_kernel: str | None = None  # the Hopper kernel `_run` calls, "fa4" or "sageattention" (`select`)
 
 
 class SageInputs(NamedTuple):
@@ -73,25 +83,65 @@ def quantise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> SageInputs:
 
 
 def available(device: torch.device | str) -> bool:
-    """Whether SageAttention 2's Hopper kernel is built and `device` is a Hopper GPU. Asked
-    once when the processors are set up, outside the compiled blocks (it imports the package,
-    which registers the kernel as a torch op)."""
+    """Whether `device` is a Hopper GPU and one of the two kernels runs here (`select`). Asked
+    once when the processors are set up, outside the compiled blocks."""
     device = torch.device(device)
     if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
         return False
+    return select() is not None
+
+
+def fa4_problem() -> str | None:
+    """Why `sage_fa4` cannot run here (a package missing or of another version), or None."""
+    for dist, version in FA4_PINNED.items():
+        try:
+            found = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return f"needs {dist}=={version} (the project's sage-fa4 extra)"
+        if found != version:
+            return f"is built on {dist} {version}, and this is {found}"
     try:
+        import flash_attn.cute  # noqa: F401
+    except Exception as exc:  # an install that does not import
+        return f"needs flash-attn-4 to import: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _sageattention_built() -> bool:
+    try:  # importing the package registers its kernel as a torch op
         from sageattention import sm90_compile  # noqa: F401
     except ImportError:
         return False
     return True
 
 
+def select(kernel: str | None = None) -> str | None:
+    """The Hopper kernel `_run` calls from now on: `sageattention` where SageAttention 2 is
+    built (the faster), else `fa4` (sage_fa4) where its pinned packages import, else None. The
+    first answer is kept (the compiled blocks read it as a constant); `kernel` forces one
+    (benchmarks, tests)."""
+    global _kernel
+    if kernel is None and _kernel is not None:
+        return _kernel
+    for name in [kernel] if kernel else ["sageattention", "fa4"]:
+        if (name == "fa4" and fa4_problem() is None) or (
+            name == "sageattention" and _sageattention_built()
+        ):
+            _kernel = name
+            return name
+    if kernel:
+        why = fa4_problem() if kernel == "fa4" else "is not built (SageAttention 2, from source)"
+        raise RuntimeError(f"sage's Hopper kernel {kernel!r} {why}")
+    return None
+
+
 def takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Whether `attention` takes these (B, L, H, D) tensors: 16-bit, 64 or 128 channels, token
-    counts that divide by 128 (other shapes go to `sageattn`, which pads)."""
+    """Whether `attention` takes these (B, L, H, D) tensors: 16-bit, 64 or 128 channels (128
+    with sage_fa4, the size it was checked at), token counts that divide by 128 (other shapes
+    go to `sageattn`, which pads)."""
     return (
         q.dtype in (torch.bfloat16, torch.float16)
-        and q.shape[-1] in (64, 128)
+        and q.shape[-1] in ((128,) if _kernel == "fa4" else (64, 128))
         and q.shape[1] % K_GROUP == 0
         and k.shape[1] % K_GROUP == 0
         and v.shape[1] == k.shape[1]
@@ -144,8 +194,39 @@ def _bf16_rms_norm(norm: nn.Module) -> bool:
     )
 
 
+@torch.library.custom_op("cosmos_posttrain::sage_fa4", mutates_args=())
+def _sage_fa4(
+    q: torch.Tensor,
+    q_scale: torch.Tensor,
+    k: torch.Tensor,
+    k_scale: torch.Tensor,
+    v: torch.Tensor,
+) -> torch.Tensor:
+    return _fa4_kernel(q, q_scale, k, k_scale, v)
+
+
+@_sage_fa4.register_fake
+def _(q, q_scale, k, k_scale, v):
+    return q.new_empty(q.shape, dtype=torch.bfloat16)
+
+
+def _fa4_kernel(q, q_scale, k, k_scale, v) -> torch.Tensor:
+    """sage_fa4's kernel, imported on first call (it needs flash-attn-4 and compiles for the
+    GPU); bf16 (B, L, H, D) before V's per-channel scale. The CPU tests put the kernel's
+    contract here."""
+    from . import sage_fa4
+
+    return sage_fa4.attention(q, q_scale, k, k_scale, v)
+
+
 def _run(inputs: SageInputs, dtype: torch.dtype) -> torch.Tensor:
-    """The Hopper kernel on quantised inputs: a (B, L, H, D) output of `dtype`."""
+    """The Hopper kernel `select` chose, on quantised inputs: a (B, L, H, D) output of
+    `dtype`."""
+    if _kernel == "fa4":
+        out = torch.ops.cosmos_posttrain.sage_fa4(
+            inputs.q, inputs.q_scale, inputs.k, inputs.k_scale, inputs.v
+        )
+        return (out * inputs.v_scale[:, None]).to(dtype)  # V's scale, per head and channel
     out = torch.empty(inputs.q.shape, dtype=dtype, device=inputs.q.device)
     torch.ops.sageattention_sm90.qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf(
         inputs.q,

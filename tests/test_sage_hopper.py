@@ -85,6 +85,18 @@ def test_v_is_fp8_per_channel_in_the_kernels_token_order(qkv):
     assert sage_hopper.V_ORDER == KERNEL_V_ORDER
 
 
+def contract(q8, q_scale, k8, k_scale, v8) -> torch.Tensor:
+    """What both Hopper kernels compute from sage_hopper's inputs, in fp32: INT8 Q.Kᵀ times both
+    scales and 1/√D, softmax, times FP8 V (B, H, D, L) read back in KERNEL_V_ORDER; (B, L, H, D)
+    before V's channel scale."""
+    q = q8.float() * q_scale.repeat_interleave(16, dim=2).transpose(1, 2)[..., None]
+    k = k8.float() * k_scale.repeat_interleave(128, dim=2).transpose(1, 2)[..., None]
+    scores = torch.einsum("blhd,bmhd->bhlm", q, k) * q8.shape[-1] ** -0.5
+    inverse = torch.argsort(torch.tensor(KERNEL_V_ORDER))
+    v = v8.float().unflatten(-1, (-1, 16))[..., inverse].flatten(-2).permute(0, 3, 1, 2)
+    return torch.einsum("bhlm,bmhd->blhd", torch.softmax(scores, dim=-1), v)
+
+
 @pytest.fixture(scope="module")
 def fake_kernel():
     """The Hopper kernel's contract as a CPU op under its own name: it checks what the kernel
@@ -119,13 +131,10 @@ def fake_kernel():
         assert tuple(query_scale.shape) == (b, h, n // 16) and query_scale.is_contiguous()
         assert tuple(key_scale.shape) == (b, h, n // 128) and key_scale.is_contiguous()
         assert tuple(value_scale.shape) == (b, h, d)
-        q = query.float() * query_scale.repeat_interleave(16, dim=2).transpose(1, 2)[..., None]
-        k = key.float() * key_scale.repeat_interleave(128, dim=2).transpose(1, 2)[..., None]
-        weights = torch.softmax(torch.einsum("blhd,bmhd->bhlm", q, k) * sm_scale, dim=-1)
-        stored = value.float().permute(0, 2, 1, 3) * value_scale[..., None]  # (B, H, D, L)
-        inverse = torch.argsort(torch.tensor(KERNEL_V_ORDER))
-        v = stored.unflatten(-1, (-1, 16))[..., inverse].flatten(-2).permute(0, 3, 1, 2)
-        output.copy_(torch.einsum("bhlm,bmhd->blhd", weights, v).to(output.dtype))
+        assert sm_scale == d**-0.5
+        stored = value.permute(0, 2, 1, 3)  # (B, H, D, L)
+        out = contract(query, query_scale, key, key_scale, stored) * value_scale[:, None]
+        output.copy_(out.to(output.dtype))
         calls.append(n)
         return torch.empty(0)
 
@@ -136,7 +145,13 @@ def fake_kernel():
     return calls
 
 
-def test_attention_through_the_kernels_contract_is_attention(qkv, fake_kernel):
+@pytest.fixture
+def sage_lib(monkeypatch):
+    """SageAttention's own kernel selected (where flash-attn-4 is installed, sage_fa4 would be)."""
+    monkeypatch.setattr(sage_hopper, "_kernel", "sageattention")
+
+
+def test_attention_through_the_kernels_contract_is_attention(qkv, fake_kernel, sage_lib):
     out = sage_hopper.attention(*qkv)
     assert fake_kernel[-1] == L
     assert out.dtype == qkv[0].dtype and out.shape == qkv[0].shape
@@ -150,7 +165,9 @@ def test_attention_through_the_kernels_contract_is_attention(qkv, fake_kernel):
     assert torch.equal(sage_hopper.attention(*views), out)
 
 
-def test_sage_on_hopper_quantises_only_inside_compiled_blocks(qkv, fake_kernel, monkeypatch):
+def test_sage_on_hopper_quantises_only_inside_compiled_blocks(
+    qkv, fake_kernel, sage_lib, monkeypatch
+):
     from cosmos_posttrain import attention_kernels
 
     eager = []
@@ -174,3 +191,89 @@ def test_sage_takes_this_path_only_on_hopper_and_for_shapes_it_fits(qkv):
     assert not sage_hopper.takes(qkv[0], qkv[1][:, :144], qkv[2][:, :144])
     assert not sage_hopper.takes(*(t.float() for t in qkv))
     assert not sage_hopper.takes(*(t[..., :96] for t in qkv))
+
+
+@pytest.fixture
+def fa4_contract(monkeypatch):
+    """sage_fa4 selected, with the kernel's contract computed on the CPU in its place: bf16
+    (B, L, H, D) before V's channel scale, from V as sage_hopper stores it."""
+    calls = []
+
+    def kernel(q8, q_scale, k8, k_scale, v8):
+        assert q8.dtype == k8.dtype == torch.int8 and v8.dtype == torch.float8_e4m3fn
+        assert q8.is_contiguous() and k8.is_contiguous() and v8.is_contiguous()
+        calls.append(q8.shape[1])
+        return contract(q8, q_scale, k8, k_scale, v8).bfloat16().contiguous()
+
+    monkeypatch.setattr(sage_hopper, "_fa4_kernel", kernel)
+    monkeypatch.setattr(sage_hopper, "_kernel", "fa4")
+    return calls
+
+
+def test_the_fa4_kernels_path_is_attention_eager_and_compiled(qkv, fa4_contract, monkeypatch):
+    from cosmos_posttrain import attention_kernels
+
+    out = sage_hopper.attention(*qkv)
+    assert fa4_contract == [L] and out.dtype == qkv[0].dtype and out.shape == qkv[0].shape
+    exact = exact_attention(*qkv)
+    assert (out.float() - exact).norm() / exact.norm() < 0.05
+    # with sage_fa4 selected, eager calls quantise here too: sageattn may not be installed
+    monkeypatch.setattr(attention_kernels, "sage_attention", lambda *t: pytest.fail("sageattn"))
+    assert torch.equal(attention_kernels.sage_hopper_attention(*qkv), out)
+    compiled = torch.compile(attention_kernels.sage_hopper_attention, fullgraph=True)
+    assert torch.allclose(compiled(*qkv).float(), out.float(), atol=2e-2)
+    assert len(fa4_contract) == 3
+
+
+def test_the_fa4_kernel_runs_only_with_the_versions_it_was_built_on(monkeypatch):
+    versions = dict(sage_hopper.FA4_PINNED)
+    monkeypatch.setattr(sage_hopper.metadata, "version", lambda dist: versions[dist])
+    monkeypatch.setattr(sage_hopper, "_kernel", None)
+    versions["quack-kernels"] = "0.7.0"
+    assert sage_hopper.fa4_problem() == "is built on quack-kernels 0.6.5, and this is 0.7.0"
+    with pytest.raises(RuntimeError, match="'fa4' is built on quack-kernels 0.6.5"):
+        sage_hopper.select("fa4")
+    versions.pop("flash-attn-4")
+
+    def missing(dist):
+        if dist not in versions:
+            raise sage_hopper.metadata.PackageNotFoundError(dist)
+        return versions[dist]
+
+    monkeypatch.setattr(sage_hopper.metadata, "version", missing)
+    assert "needs flash-attn-4==4.0.0b36" in sage_hopper.fa4_problem()
+    monkeypatch.setattr(sage_hopper, "_sageattention_built", lambda: True)
+    assert sage_hopper.select() == "sageattention"  # the other kernel, where it is built
+    assert sage_hopper.select() == "sageattention"  # kept
+
+
+GPU_FA4 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.mark.skipif(
+    not GPU_FA4 or sage_hopper.fa4_problem() is not None,
+    reason="needs a Hopper GPU and flash-attn-4 at sage_hopper.FA4_PINNED",
+)
+@pytest.mark.parametrize("shape,q_gain", [((1, 4608, 2), 1.0), ((2, 1024, 3), 3.0)])
+def test_the_real_fa4_kernel_computes_the_contract(shape, q_gain, monkeypatch):
+    batch, tokens, heads = shape
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(batch, tokens, heads, D, generator=gen) for _ in range(3))
+    v = v * torch.linspace(0.25, 4.0, D)  # channels of different scales
+    q, k, v = ((t * g).bfloat16().cuda() for t, g in ((q, q_gain), (k, 1.0), (v, 1.0)))
+    inputs = sage_hopper.quantise(q, k, v)
+    monkeypatch.setattr(sage_hopper, "_kernel", None)
+    assert sage_hopper.select("fa4") == "fa4"
+    real = sage_hopper._run(inputs, torch.bfloat16).float().cpu()
+    quantised = contract(*(t.cpu() for t in inputs[:5])) * inputs.v_scale.cpu()[:, None]
+    exact = exact_attention(q, k, v).cpu()
+    centre = exact.mean(dim=1, keepdim=True)  # random attention lands near V's mean
+
+    def relative(a, b):
+        return ((a - centre - (b - centre)).norm() / (b - centre).norm()).item()
+
+    errors = {"real": relative(real, exact), "contract": relative(quantised, exact)}
+    print(shape, q_gain, errors, relative(real, quantised))  # shown with pytest -s
+    # the kernel adds only P's rounding to FP8 to what the contract computes
+    assert relative(real, quantised) < 0.15, errors
+    assert errors["real"] < errors["contract"] + 0.15, errors

@@ -15,12 +15,14 @@ the first blocks' self-attention for both guidance rows (the sampler shares it,
 context_parallel.repeated_video_halves); `cublaslt` sends the matrix products through cuBLASLt
 instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent tuning of
 its generated kernels; `qk_torch` leaves the q/k RMSNorm, RoPE and quantisation of `sage` to
-torch.compile instead of the Triton passes of sage_qk_prologue; `fp8` (last, it quantises the models
-in place) runs the blocks' linear layers in FP8 (torchao, dynamic per-row scales). `--quality` first
-measures how far one velocity prediction of each kernel lands from an fp32 reference (mem-efficient
-SDPA in fp32), and again with FP8 layers when a variant has them; each variant's row then has the
-same error of its own model call (`rel_err`: compiled, with its kernel and extras). Results go to
-benchmarks/results/inference.jsonl.
+torch.compile instead of the Triton passes of sage_qk_prologue; `sage_fa4` runs `sage` on a Hopper
+GPU through sage_fa4 (the same arithmetic in FlashAttention-4's kernel, what sage_hopper selects
+where SageAttention 2 is not built) instead of SageAttention 2's own kernel; `fp8` (last, it
+quantises the models in place) runs the blocks' linear layers in FP8 (torchao, dynamic per-row
+scales). `--quality` first measures how far one velocity prediction of each kernel lands from an
+fp32 reference (mem-efficient SDPA in fp32), and again with FP8 layers when a variant has them; each
+variant's row then has the same error of its own model call (`rel_err`: compiled, with its kernel
+and extras). Results go to benchmarks/results/inference.jsonl.
 Run on a GPU machine: `python benchmarks/bench_inference_gpu.py`; `TINY=1` runs a toy copy on
 the CPU to check the script.
 """
@@ -42,7 +44,7 @@ from model_flops import forward_flops
 from provenance import provenance
 from qkv_products import use_fused_qkv
 
-from cosmos_posttrain import attention_kernels
+from cosmos_posttrain import attention_kernels, sage_hopper
 from cosmos_posttrain.attention_kernels import deactivate_fa4
 from cosmos_posttrain.context_parallel import (
     blocks_of,
@@ -68,11 +70,12 @@ def sage_warp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
 
 
 def sage_path(model: torch.nn.Module, compiled: bool) -> str:
-    """What a sage-kind variant ran: SageAttention 2's Hopper kernel fed by sage_hopper (the
-    kernel attention_kernels picked, inside compiled blocks), or sageattn's own kernels."""
+    """What a sage-kind variant ran: a Hopper kernel fed by sage_hopper (the kernel
+    attention_kernels picked, inside compiled blocks; which one, sage_fa4 or SageAttention's),
+    or sageattn's own kernels."""
     kernel = blocks_of(model)[0].attn1.processor.kernel
     hopper = kernel is attention_kernels.sage_hopper_attention and compiled
-    return "sage_hopper" if hopper else "sageattn"
+    return f"sage_hopper:{sage_hopper.select()}" if hopper else "sageattn"
 
 
 def quantise_fp8(*models: torch.nn.Module) -> None:
@@ -155,6 +158,9 @@ def main() -> None:
     # SageAttention with its own quantisation kernels (sageattn), as `sage` ran before sage_hopper
     attention_kernels.KERNELS["sage_own"] = attention_kernels.sage_attention
     inputs = (x, timestep, text, cond_mask, padding, control)
+    # the Hopper kernel `sage` runs by default (sage_hopper.select), before a variant forces one
+    hopper = device.type == "cuda" and sage_hopper.available(device)
+    hopper_default = sage_hopper.select() if hopper else None
     reference = None
     if args.quality and world.cp == 1:
         reference = quality(args, base, ctrl, inputs, use_kernel)
@@ -182,6 +188,7 @@ def main() -> None:
             "cdtune",
             "autotune",
             "qk_torch",
+            "sage_fa4",
         }
         if not set(extra) <= known:
             raise SystemExit(f"variant {variant!r}: extras are {', '.join(sorted(known))}")
@@ -216,6 +223,11 @@ def main() -> None:
             # compile the blocks afresh around the new kernel: recompiling them in place for a
             # third kernel passes dynamo's recompile limit, and the blocks then run eagerly
             torch._dynamo.reset()
+        if hopper_default is not None and kernel == "sage":
+            hopper_kernel = "fa4" if "sage_fa4" in extra else hopper_default
+            if sage_hopper.select() != hopper_kernel:
+                sage_hopper.select(hopper_kernel)
+                torch._dynamo.reset()  # the blocks call the other kernel: compile them afresh
         use_kernel(kernel)
         kernel_now = kernel
         backend = "native" if own_kernel else backend

@@ -208,7 +208,7 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
         )
 
     def _check_type(self, *types):
-        """INT8 Q and K, FP8 V, bf16 O: checked by `attention` before the call."""
+        """INT8 Q and K, FP8 V, bf16 O: checked by `attention` (`_check_inputs`) instead."""
 
     def _get_tiled_mma(self):
         k_major = warpgroup.OperandMajorMode.K
@@ -385,6 +385,30 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
 _compiled: dict[int, object] = {}
 
 
+def _check_inputs(q8, q_scale, k8, k_scale, v8) -> None:
+    """The formats the kernel reads: a wrong one would give wrong numbers, not an error."""
+    batch, tokens, heads, dim = q8.shape
+    keys = k8.shape[1]
+    expected = {
+        "q": (q8, torch.int8, (batch, tokens, heads, dim)),
+        "k": (k8, torch.int8, (batch, keys, heads, dim)),
+        "v": (v8, torch.float8_e4m3fn, (batch, heads, dim, keys)),
+        "q_scale": (q_scale, torch.float32, (batch, heads, tokens // Q_ROWS_PER_SCALE)),
+        "k_scale": (k_scale, torch.float32, (batch, heads, keys // TILE_N)),
+    }
+    for name, (tensor, dtype, shape) in expected.items():
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape or not tensor.is_contiguous():
+            raise ValueError(
+                f"sage_fa4: {name} must be contiguous {dtype} {shape}, not "
+                f"{tensor.dtype} {tuple(tensor.shape)}"
+            )
+    if dim != 128 or tokens % TILE_M or keys % TILE_N:
+        raise ValueError(
+            f"sage_fa4 takes 128 channels a head and token counts that divide by 128, "
+            f"not {dim} channels, {tokens} queries and {keys} keys"
+        )
+
+
 def attention(
     q8: torch.Tensor,
     q_scale: torch.Tensor,
@@ -395,6 +419,7 @@ def attention(
     """softmax(Q.K^T / sqrt(D)).V of `sage_hopper`'s quantised inputs (Q/K int8 (B, L, H, D),
     scales (B, H, L/16) and (B, H, L/128), V e4m3 (B, H, D, L) in V_ORDER), as bf16
     (B, L, H, D) before V's per-channel scale. L must divide by 128."""
+    _check_inputs(q8, q_scale, k8, k_scale, v8)
     dim = q8.shape[-1]
     out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     v_tokens_last = v8.permute(0, 3, 1, 2)  # (B, L, H, D) with the tokens contiguous

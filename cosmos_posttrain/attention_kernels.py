@@ -76,14 +76,15 @@ def sage_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 
 def sage_hopper_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """`sage` on a Hopper GPU: the inputs quantised by `sage_hopper`, which torch.compile fuses
-    into the block, and the kernel it selected. Eager calls (the blocks not compiled) and shapes
-    it does not take go to sageattn where SageAttention 2 is built, whose own quantisation
-    kernels are faster than the unfused PyTorch passes."""
-    if sage_hopper.takes(q, k, v) and (
-        torch.compiler.is_compiling() or sage_hopper.select() == "fa4"
-    ):
+    into the block, and the kernel it selected. Where that is SageAttention's, eager calls (the
+    blocks not compiled) and shapes it does not take go to sageattn, whose own quantisation
+    kernels are faster than the unfused PyTorch passes. Where it is sage_fa4 (SageAttention not
+    built), eager calls quantise here too, and shapes it does not take (other head sizes, token
+    counts that do not divide by 128) get exact attention."""
+    fa4 = sage_hopper.select() == "fa4"
+    if sage_hopper.takes(q, k, v) and (torch.compiler.is_compiling() or fa4):
         return sage_hopper.attention(q, k, v)
-    return sage_attention(q, k, v)
+    return sdpa_attention(q, k, v) if fa4 else sage_attention(q, k, v)
 
 
 KERNELS: dict[str, Kernel] = {

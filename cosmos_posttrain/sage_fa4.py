@@ -17,12 +17,12 @@ SageAttention computes, on the inputs `sage_hopper` prepares for it:
   9+2t of each 16 where the FP8 operand wants 4t..4t+3, and V's token order
   (`sage_hopper.V_ORDER`, the one SageAttention's kernel reads too) undoes exactly that.
 - Each tile's P.V goes into fresh fp32 registers and is added to O there, as SageAttention does:
-  the FP8 product's own accumulator keeps about 22 bits, and summed over 660 tiles it lost up to
+  the FP8 product's own accumulator keeps about 22 bits, and summed over 660 tiles it lost about
   40% of the output's norm on the model's attention inputs.
 
 What it is for: `sage` on a Hopper GPU where SageAttention 2 is not built (it needs a build from
 source; this needs only flash-attn-4). It gives the same velocity error as SageAttention's kernel
-and a step 5% slower (docs/BENCHMARKS.md, twelfth session). It builds on FlashAttention-4's
+and a step 5-6% slower (docs/BENCHMARKS.md, twelfth session). It builds on FlashAttention-4's
 kernel class and quack's Hopper helpers, so `sage_hopper` runs it only with the versions in
 `sage_hopper.FA4_PINNED`; it is compiled on first use.
 """
@@ -55,10 +55,10 @@ _NO_AUX = AuxData()
 
 
 class _HopperHelpers:
-    """quack's Hopper helpers as FlashAttention-4's module reaches them, with the two 8-bit cases
-    they lack: FP8 V kept keys-contiguous in shared memory (8-bit products read both operands
-    K-major), and an INT32 accumulator for INT8 Q.K^T. Everything else, the 16-bit kernels
-    included, goes to quack unchanged."""
+    """quack's Hopper helpers as FlashAttention-4's module reaches them while this kernel
+    compiles (`attention` puts them there and back), with the two 8-bit cases they lack: FP8 V
+    kept keys-contiguous in shared memory (8-bit products read both operands K-major), and an
+    INT32 accumulator for INT8 Q.K^T. Everything else goes to quack unchanged."""
 
     def __getattr__(self, name):
         return getattr(quack_sm90, name)
@@ -82,9 +82,6 @@ class _HopperHelpers:
         rB = tCrB if B_idx is None else tCrB[None, None, None, B_idx]
         quack_sm90.gemm(tiled_mma, acc, rA, rB, zero_init=True, wg_wait=wg_wait)
         return acc
-
-
-flash_fwd_sm90.sm90_utils = _HopperHelpers()
 
 
 @dataclass
@@ -433,19 +430,24 @@ def attention(
             to_cute_tensor(out),
         )
         aux = AuxData([to_cute_aux_tensor(q_scale), to_cute_aux_tensor(k_scale)], None)
-        # FlashAttention-4's launcher arguments: no LSE, varlen, paging, window, sink or sparsity
-        _compiled[dim] = cute.compile(
-            SageAttentionKernel(dim),
-            *tensors,
-            None,
-            scale,
-            *([None] * 9),
-            aux,
-            None,
-            None,
-            stream,
-            options="--enable-tvm-ffi",
-        )
+        saved = flash_fwd_sm90.sm90_utils
+        flash_fwd_sm90.sm90_utils = _HopperHelpers()  # read while the kernel traces, only
+        try:
+            # FlashAttention-4's launcher arguments: no LSE, varlen, paging, window, sink, sparsity
+            _compiled[dim] = cute.compile(
+                SageAttentionKernel(dim),
+                *tensors,
+                None,
+                scale,
+                *([None] * 9),
+                aux,
+                None,
+                None,
+                stream,
+                options="--enable-tvm-ffi",
+            )
+        finally:
+            flash_fwd_sm90.sm90_utils = saved
     _compiled[dim](
         q8,
         k8,

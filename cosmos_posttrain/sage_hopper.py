@@ -18,7 +18,7 @@ two Triton passes over the raw projections that also apply the attention's RMSNo
 
 Two kernels read these inputs (`select` picks one, once): SageAttention 2's own kernel (built
 from source), and where it is not built `sage_fa4`, the same arithmetic in FlashAttention-4's
-Hopper kernel, which needs only the pinned flash-attn-4 (the same error; 5% slower a step,
+Hopper kernel, which needs only the pinned flash-attn-4 (the same error; 5-6% slower a step,
 docs/BENCHMARKS.md).
 """
 
@@ -41,7 +41,8 @@ PER_WARP = 2  # the kernel's code for per-warp Q/K scales
 NHD = 0  # the kernel's code for (batch, token, head, channel) tensors
 # sage_fa4 builds on these packages' internals (FlashAttention-4's kernel class, quack's Hopper
 # helpers), so it runs with exactly the versions it was checked with (docs/BENCHMARKS.md)
-FA4_PINNED = {"flash-attn-4": "4.0.0b36", "quack-kernels": "0.6.5"}
+FA4_PINNED = {"flash-attn-4": "4.0.0b36", "quack-kernels": "0.6.5", "nvidia-cutlass-dsl": "4.8.1"}
+KERNELS = ("sageattention", "fa4")  # `select`'s order of preference
 _kernel: str | None = None  # the Hopper kernel `_run` calls, "fa4" or "sageattention" (`select`)
 
 
@@ -101,9 +102,9 @@ def fa4_problem() -> str | None:
         if found != version:
             return f"is built on {dist} {version}, and this is {found}"
     try:
-        import flash_attn.cute  # noqa: F401
+        from . import sage_fa4  # noqa: F401
     except Exception as exc:  # an install that does not import
-        return f"needs flash-attn-4 to import: {type(exc).__name__}: {exc}"
+        return f"does not import: {type(exc).__name__}: {exc}"
     return None
 
 
@@ -121,9 +122,11 @@ def select(kernel: str | None = None) -> str | None:
     first answer is kept (the compiled blocks read it as a constant); `kernel` forces one
     (benchmarks, tests)."""
     global _kernel
+    if kernel is not None and kernel not in KERNELS:
+        raise ValueError(f"sage's Hopper kernel {kernel!r}: one of {KERNELS}")
     if kernel is None and _kernel is not None:
         return _kernel
-    for name in [kernel] if kernel else ["sageattention", "fa4"]:
+    for name in [kernel] if kernel else KERNELS:
         if (name == "fa4" and fa4_problem() is None) or (
             name == "sageattention" and _sageattention_built()
         ):
@@ -141,11 +144,16 @@ def takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     go to `sageattn`, which pads)."""
     return (
         q.dtype in (torch.bfloat16, torch.float16)
-        and q.shape[-1] in ((128,) if _kernel == "fa4" else (64, 128))
+        and _takes_channels(q.shape[-1])
         and q.shape[1] % K_GROUP == 0
         and k.shape[1] % K_GROUP == 0
         and v.shape[1] == k.shape[1]
     )
+
+
+def _takes_channels(channels: int) -> bool:
+    """Head sizes the selected kernel takes: sage_fa4 was checked at 128 only."""
+    return channels in ((128,) if _kernel == "fa4" else (64, 128))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -169,6 +177,7 @@ def attention_from_projections(
     torch.compile only, like `attention`."""
     if not (
         torch.compiler.is_compiling()
+        and _takes_channels(query.shape[-1] // attn.heads)
         and sage_qk_prologue.takes(query, key, attn.heads, rope)
         and all(_bf16_rms_norm(norm) for norm in (attn.norm_q, attn.norm_k))
     ):

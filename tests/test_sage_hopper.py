@@ -92,7 +92,7 @@ def contract(q8, q_scale, k8, k_scale, v8) -> torch.Tensor:
     q = q8.float() * q_scale.repeat_interleave(16, dim=2).transpose(1, 2)[..., None]
     k = k8.float() * k_scale.repeat_interleave(128, dim=2).transpose(1, 2)[..., None]
     scores = torch.einsum("blhd,bmhd->bhlm", q, k) * q8.shape[-1] ** -0.5
-    inverse = torch.argsort(torch.tensor(KERNEL_V_ORDER))
+    inverse = torch.argsort(torch.tensor(KERNEL_V_ORDER, device=v8.device))
     v = v8.float().unflatten(-1, (-1, 16))[..., inverse].flatten(-2).permute(0, 3, 1, 2)
     return torch.einsum("bhlm,bmhd->blhd", torch.softmax(scores, dim=-1), v)
 
@@ -223,6 +223,46 @@ def test_the_fa4_kernels_path_is_attention_eager_and_compiled(qkv, fa4_contract,
     compiled = torch.compile(attention_kernels.sage_hopper_attention, fullgraph=True)
     assert torch.allclose(compiled(*qkv).float(), out.float(), atol=2e-2)
     assert len(fa4_contract) == 3
+    # shapes sage_fa4 does not take get exact attention, not a kernel that was not selected
+    short = tuple(t[:, :144] for t in qkv)
+    got = attention_kernels.sage_hopper_attention(*short)
+    assert len(fa4_contract) == 3
+    assert torch.allclose(got.float(), exact_attention(*short), atol=2e-2)
+
+
+def test_the_fa4_op_and_its_fake_agree(qkv, fa4_contract):
+    inputs = sage_hopper.quantise(*qkv)
+    # the fake's shapes, strides and dtype against the op's output (the other checks compare
+    # inputs with arithmetic PyTorch lacks for FP8 on the CPU)
+    torch.library.opcheck(
+        torch.ops.cosmos_posttrain.sage_fa4.default,
+        tuple(inputs[:5]),
+        test_utils=("test_faketensor",),
+    )
+
+
+def test_sage_fa4_takes_128_channels_only(qkv, monkeypatch):
+    narrow = tuple(t[..., :64] for t in qkv)
+    monkeypatch.setattr(sage_hopper, "_kernel", "sageattention")
+    assert sage_hopper.takes(*narrow) and sage_hopper.takes(*qkv)
+    monkeypatch.setattr(sage_hopper, "_kernel", "fa4")
+    assert not sage_hopper.takes(*narrow) and sage_hopper.takes(*qkv)
+
+
+def test_select_prefers_sageattention_and_keeps_its_answer(monkeypatch):
+    built = {"sageattention": True}
+    monkeypatch.setattr(sage_hopper, "_kernel", None)
+    monkeypatch.setattr(sage_hopper, "fa4_problem", lambda: None)
+    monkeypatch.setattr(sage_hopper, "_sageattention_built", lambda: built["sageattention"])
+    assert sage_hopper.select() == "sageattention"
+    built["sageattention"] = False
+    assert sage_hopper.select() == "sageattention"  # kept: the compiled blocks read it
+    monkeypatch.setattr(sage_hopper, "_kernel", None)
+    assert sage_hopper.select() == "fa4"  # where SageAttention is not built
+    with pytest.raises(RuntimeError, match="'sageattention' is not built"):
+        sage_hopper.select("sageattention")
+    with pytest.raises(ValueError, match="one of"):
+        sage_hopper.select("sage_fa4")
 
 
 def test_the_fa4_kernel_runs_only_with_the_versions_it_was_built_on(monkeypatch):
@@ -242,9 +282,6 @@ def test_the_fa4_kernel_runs_only_with_the_versions_it_was_built_on(monkeypatch)
 
     monkeypatch.setattr(sage_hopper.metadata, "version", missing)
     assert "needs flash-attn-4==4.0.0b36" in sage_hopper.fa4_problem()
-    monkeypatch.setattr(sage_hopper, "_sageattention_built", lambda: True)
-    assert sage_hopper.select() == "sageattention"  # the other kernel, where it is built
-    assert sage_hopper.select() == "sageattention"  # kept
 
 
 GPU_FA4 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
@@ -254,26 +291,33 @@ GPU_FA4 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9
     not GPU_FA4 or sage_hopper.fa4_problem() is not None,
     reason="needs a Hopper GPU and flash-attn-4 at sage_hopper.FA4_PINNED",
 )
-@pytest.mark.parametrize("shape,q_gain", [((1, 4608, 2), 1.0), ((2, 1024, 3), 3.0)])
-def test_the_real_fa4_kernel_computes_the_contract(shape, q_gain, monkeypatch):
+@pytest.mark.parametrize(
+    "shape,q_gain,mean",
+    [((1, 4608, 2), 1.0, 0.0), ((2, 1024, 3), 3.0, 0.0), ((1, 16384, 2), 1.0, 3.0)],
+)
+def test_the_real_fa4_kernel_computes_the_contract(shape, q_gain, mean, monkeypatch):
+    """Against exact attention of the quantised inputs the kernel adds only P's rounding to FP8
+    (about 3% here). The mean of 3 in Q, K and V is the case that shows O summed in the FP8
+    product's own accumulator (about 22 bits) across many tiles: 15% of the output was lost
+    that way at 84,480 tokens (docs/BENCHMARKS.md, twelfth session)."""
     batch, tokens, heads = shape
     gen = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(batch, tokens, heads, D, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(batch, tokens, heads, D, generator=gen) + mean for _ in range(3))
     v = v * torch.linspace(0.25, 4.0, D)  # channels of different scales
     q, k, v = ((t * g).bfloat16().cuda() for t, g in ((q, q_gain), (k, 1.0), (v, 1.0)))
     inputs = sage_hopper.quantise(q, k, v)
     monkeypatch.setattr(sage_hopper, "_kernel", None)
     assert sage_hopper.select("fa4") == "fa4"
-    real = sage_hopper._run(inputs, torch.bfloat16).float().cpu()
-    quantised = contract(*(t.cpu() for t in inputs[:5])) * inputs.v_scale.cpu()[:, None]
-    exact = exact_attention(q, k, v).cpu()
+    real = sage_hopper._run(inputs, torch.bfloat16).float()
+    quantised = contract(*inputs[:5]) * inputs.v_scale[:, None]
+    exact = exact_attention(q, k, v)
     centre = exact.mean(dim=1, keepdim=True)  # random attention lands near V's mean
 
     def relative(a, b):
         return ((a - centre - (b - centre)).norm() / (b - centre).norm()).item()
 
     errors = {"real": relative(real, exact), "contract": relative(quantised, exact)}
-    print(shape, q_gain, errors, relative(real, quantised))  # shown with pytest -s
-    # the kernel adds only P's rounding to FP8 to what the contract computes
-    assert relative(real, quantised) < 0.15, errors
-    assert errors["real"] < errors["contract"] + 0.15, errors
+    print(shape, q_gain, mean, errors, relative(real, quantised))  # shown with pytest -s
+    assert relative(real, quantised) < 0.08, errors
+    assert errors["real"] < errors["contract"] + 0.08, errors
+    assert abs(real.norm() / quantised.norm() - 1) < 0.02

@@ -45,11 +45,13 @@ from flash_attn.cute.utils import AuxData
 from quack import layout_utils
 from quack import sm90_utils as quack_sm90
 
+from .sage_qk_prologue import K_GROUP, Q_GROUP  # tokens per K and Q scale (Q: a warp's rows)
+
 FP8_OFFSET = math.log2(448.0)  # P = exp2(s - max + FP8_OFFSET) fills e4m3's range [0, 448]
 MAGIC_BITS = 0x4B400000  # the float 1.5 * 2**23 as bits: adding an integer below 2**22 adds it
 MAGIC = 12582912.0  # ... exactly, to the value 1.5 * 2**23
-TILE_M, TILE_N = 128, 128  # query rows per CTA (two consumer warpgroups), keys per tile (a K group)
-Q_ROWS_PER_SCALE = 16  # a warp's rows of the m64 product: one Q scale each
+TILE_M = 128  # query rows per CTA: two consumer warpgroups of 64
+TILE_N = K_GROUP  # keys per tile: one K scale each
 CONSUMER_WARP0 = 4  # warps 0-3 are the producer warpgroup
 _NO_AUX = AuxData()
 
@@ -285,7 +287,7 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
         lie in its warp's 16 (one Q scale), the tile's keys in one K group (one K scale)."""
         q_scale, k_scale = aux_data.tensors[0], aux_data.tensors[1]
         warp = cute.arch.make_warp_uniform(cute.arch.warp_idx()) - CONSUMER_WARP0
-        q_group = m_block * (self.tile_m // Q_ROWS_PER_SCALE) + warp
+        q_group = m_block * (self.tile_m // Q_GROUP) + warp
         c = q_scale[batch_idx, head_idx, q_group] * k_scale[batch_idx, head_idx, n_block]
         bits = cute.make_rmem_tensor_like(acc_S, Int32)
         bits.store(acc_S.load() + MAGIC_BITS)
@@ -390,7 +392,7 @@ def _check_inputs(q8, q_scale, k8, k_scale, v8) -> None:
         "q": (q8, torch.int8, (batch, tokens, heads, dim)),
         "k": (k8, torch.int8, (batch, keys, heads, dim)),
         "v": (v8, torch.float8_e4m3fn, (batch, heads, dim, keys)),
-        "q_scale": (q_scale, torch.float32, (batch, heads, tokens // Q_ROWS_PER_SCALE)),
+        "q_scale": (q_scale, torch.float32, (batch, heads, tokens // Q_GROUP)),
         "k_scale": (k_scale, torch.float32, (batch, heads, keys // TILE_N)),
     }
     for name, (tensor, dtype, shape) in expected.items():

@@ -89,8 +89,7 @@ def contract(q8, q_scale, k8, k_scale, v8) -> torch.Tensor:
     """What both Hopper kernels compute from sage_hopper's inputs, in fp32: INT8 Q.Kᵀ times both
     scales and 1/√D, softmax, times FP8 V (B, H, D, L) read back in KERNEL_V_ORDER; (B, L, H, D)
     before V's channel scale."""
-    q = q8.float() * q_scale.repeat_interleave(16, dim=2).transpose(1, 2)[..., None]
-    k = k8.float() * k_scale.repeat_interleave(128, dim=2).transpose(1, 2)[..., None]
+    q, k = groups(q8, q_scale, 16), groups(k8, k_scale, 128)
     scores = torch.einsum("blhd,bmhd->bhlm", q, k) * q8.shape[-1] ** -0.5
     inverse = torch.argsort(torch.tensor(KERNEL_V_ORDER, device=v8.device))
     v = v8.float().unflatten(-1, (-1, 16))[..., inverse].flatten(-2).permute(0, 3, 1, 2)

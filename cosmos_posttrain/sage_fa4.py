@@ -2,15 +2,16 @@
 
 SageAttention 2's own Hopper kernel runs one warpgroup per 64 query rows, each alternating
 between its tensor-core products and its softmax. FlashAttention-4's Hopper forward (CuTe DSL,
-the FlashAttention-3 design) overlaps them: a producer warpgroup loads K and V by TMA, two
-consumer warpgroups take turns on the tensor cores, and each issues the next tile's Q.K^T before
-this tile's softmax. This module keeps that kernel and changes what it computes, to the numbers
+the FlashAttention-3 design) has a producer warpgroup that loads K and V by TMA and two consumer
+warpgroups that take turns on the tensor cores, so that one's softmax runs while the other's
+products do. This module keeps that kernel and changes what it computes, to the numbers
 SageAttention computes, on the inputs `sage_hopper` prepares for it:
 
 - Q.K^T in INT8 (Q one scale per 16 tokens, K smoothed by its mean and one scale per 128 keys),
   accumulated in INT32. The score becomes a float by an integer add of the bits of 1.5 * 2**23
   (exact: a score is below 2**22 in magnitude) instead of a conversion instruction, and the
-  constant, the two scales and the softmax scale go into the exponent's one FMA.
+  constant, the two scales and the softmax scale go into the exponent's one FMA. The two scales
+  are loaded before the tile's Q.K^T is waited for.
 - P scaled onto FP8's range (exp2 of the score minus the row maximum plus log2(448)), rounded to
   e4m3 and multiplied by V in FP8 (e4m3, one scale per channel, applied by the caller).
 - The P.V operand is the Q.K^T accumulator's own registers: a thread holds keys 2t, 2t+1, 8+2t,
@@ -19,12 +20,15 @@ SageAttention computes, on the inputs `sage_hopper` prepares for it:
 - Each tile's P.V goes into fresh fp32 registers and is added to O there, as SageAttention does:
   the FP8 product's own accumulator keeps about 22 bits, and summed over 660 tiles it lost about
   40% of the output's norm on the model's attention inputs.
+- FlashAttention-4's loop without its intra-warpgroup overlap (this tile's softmax while the
+  previous tile's P.V runs): ptxas waits for that P.V before the exponentials in either loop
+  (its SASS shows it), and the plain loop, with fewer registers live, was 4-7% faster.
 
 What it is for: `sage` on a Hopper GPU where SageAttention 2 is not built (it needs a build from
-source; this needs only flash-attn-4). It gives the same velocity error as SageAttention's kernel
-and a step 5-6% slower (docs/BENCHMARKS.md, twelfth session). It builds on FlashAttention-4's
-kernel class and quack's Hopper helpers, so `sage_hopper` runs it only with the versions in
-`sage_hopper.FA4_PINNED`; it is compiled on first use.
+source; this needs only flash-attn-4). Its output is the same as SageAttention's kernel to the
+accumulation order, and it takes 1-3% longer a call (docs/BENCHMARKS.md, thirteenth session). It
+builds on FlashAttention-4's kernel class and quack's Hopper helpers, so `sage_hopper` runs it
+only with the versions in `sage_hopper.FA4_PINNED`; it is compiled on first use.
 """
 
 import math
@@ -90,27 +94,32 @@ class _HopperHelpers:
 class _ScaledSoftmax(Softmax):
     """Online softmax over one tile of raw scores (1.5 * 2**23 + the INT32 score, as floats),
     with the tile's dequantisation scale `c` (in log2 units) applied in the exponent's FMA.
-    Row maxima are kept in log2 units; P and the row sums carry the factor 448. O's rescale
-    is kept pending until the next tile's P.V is added (`add_tile`)."""
-
-    pending: cute.Tensor | None = None  # each row's factor not yet applied to O
+    Row maxima are kept in log2 units; P and the row sums carry the factor 448."""
 
     @staticmethod
     def create(scale_log2, num_rows, arch=80, softmax_scale=None):
         row_max = cute.make_rmem_tensor(num_rows, Float32)
         row_sum = cute.make_rmem_tensor(num_rows, Float32)
-        pending = cute.make_rmem_tensor(num_rows, Float32)
-        return _ScaledSoftmax(scale_log2, num_rows, row_max, row_sum, arch, softmax_scale, pending)
+        return _ScaledSoftmax(scale_log2, num_rows, row_max, row_sum, arch, softmax_scale)
 
     @cute.jit
-    def add_tile(self, acc_O: cute.Tensor, tile: cute.Tensor) -> None:
-        """O = O * pending + this tile's P.V, in fp32 registers: O stays exact fp32 across
+    def add_tile(
+        self,
+        acc_O: cute.Tensor,
+        tile: cute.Tensor,
+        row_scale: cute.Tensor,
+        is_first: cutlass.Constexpr[bool] = False,
+    ) -> None:
+        """O = O * row_scale + this tile's P.V, in fp32 registers: O stays exact fp32 across
         tiles (the FP8 product's accumulator keeps only about 22 bits, which over 660 tiles
         loses a visible part of O, as SageAttention's authors note). One FMA an element."""
-        out = layout_utils.reshape_acc_to_mn(acc_O)
-        new = layout_utils.reshape_acc_to_mn(tile)
-        for r in cutlass.range(cute.size(self.pending), unroll_full=True):
-            out[r, None].store(out[r, None].load() * self.pending[r] + new[r, None].load())
+        if const_expr(is_first):
+            acc_O.store(tile.load())
+        else:
+            out = layout_utils.reshape_acc_to_mn(acc_O)
+            new = layout_utils.reshape_acc_to_mn(tile)
+            for r in cutlass.range(cute.size(row_scale), unroll_full=True):
+                out[r, None].store(out[r, None].load() * row_scale[r] + new[r, None].load())
 
     @cute.jit
     def scaled_online_softmax(self, acc_S, c: Float32, is_first: cutlass.Constexpr[bool] = False):
@@ -175,6 +184,14 @@ def _pv_into_fresh_tile(mma_pv_fn, acc_O: cute.Tensor, B_idx, wg_wait: int) -> c
     return tile
 
 
+@cute.jit
+def _raw_scores(acc_S: cute.Tensor) -> cute.Tensor:
+    """The tile's INT32 scores as floats 1.5 * 2**23 + score, by one integer add each."""
+    bits = cute.make_rmem_tensor_like(acc_S, Int32)
+    bits.store(acc_S.load() + MAGIC_BITS)
+    return cute.recast_tensor(bits, Float32)
+
+
 def _scores_unused(score, *args, **kwargs):
     """Stands for a score modifier so that FlashAttention-4 routes the scores through
     `apply_score_mod`, which the kernel below replaces; never called."""
@@ -199,7 +216,7 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
             num_stages=2,
             num_threads=384,
             Q_in_regs=False,
-            intra_wg_overlap=True,
+            intra_wg_overlap=False,  # see the module docstring
             mma_pv_is_rs=True,
             score_mod=_scores_unused,
             mask_mod=None,
@@ -283,46 +300,17 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
         aux_data: AuxData = _NO_AUX,
         fastdiv_mods=None,
     ):
-        """The tile's INT32 scores as raw floats, and their scale in log2 units: a thread's rows
-        lie in its warp's 16 (one Q scale), the tile's keys in one K group (one K scale)."""
+        """The tile's dequantisation scale in log2 units: a thread's rows lie in its warp's 16
+        (one Q scale), the tile's keys in one K group (one K scale). Called before the tile's
+        Q.K^T is waited for, so that the two loads are in flight meanwhile (`acc_S` unused)."""
         q_scale, k_scale = aux_data.tensors[0], aux_data.tensors[1]
         warp = cute.arch.make_warp_uniform(cute.arch.warp_idx()) - CONSUMER_WARP0
         q_group = m_block * (self.tile_m // Q_GROUP) + warp
         c = q_scale[batch_idx, head_idx, q_group] * k_scale[batch_idx, head_idx, n_block]
-        bits = cute.make_rmem_tensor_like(acc_S, Int32)
-        bits.store(acc_S.load() + MAGIC_BITS)
-        return cute.recast_tensor(bits, Float32), c * softmax_scale * fa4_utils.LOG2_E
+        return c * softmax_scale * fa4_utils.LOG2_E
 
     @cute.jit
-    def first_half_block_overlap(
-        self,
-        n_block,
-        mma_qk_fn,
-        kv_consumer_state,
-        pipeline_k,
-        tOrP,
-        smem_copy_params,
-        softmax,
-        seqlen,
-        scores_scale=None,
-        acc_O=None,
-        mask_fn=None,
-        score_mod_fn=None,
-        is_first_block=False,
-    ):
-        """The first tile: Q.K^T, its softmax, P into the P.V operand (no masks: whole tiles)."""
-        pipeline_k.consumer_wait(kv_consumer_state, pipeline_k.consumer_try_wait(kv_consumer_state))
-        acc_S = mma_qk_fn(B_idx=kv_consumer_state.index, wg_wait=0)
-        pipeline_k.consumer_release(kv_consumer_state)
-        scores, c = score_mod_fn(acc_S, n_block=n_block, seqlen=seqlen)
-        softmax.scaled_online_softmax(scores, c, is_first=is_first_block)
-        _store_p_as_fp8_operand(tOrP, scores)
-        acc_O.fill(0.0)
-        softmax.pending.fill(1.0)
-        return kv_consumer_state
-
-    @cute.jit
-    def mma_one_n_block_intrawg_overlap(
+    def mma_one_n_block(
         self,
         smem_pipe_read,
         n_block,
@@ -338,47 +326,28 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
         scores_scale=None,
         score_mod_fn=None,
         mask_fn=None,
+        is_first_n_block: cutlass.Constexpr = False,
         check_inf: cutlass.Constexpr = True,
     ):
-        """One tile: this tile's Q.K^T and the previous tile's P.V in flight together, then this
-        tile's softmax, then the previous tile added to O."""
-        smem_pipe_read_v = smem_pipe_read.clone()
-        smem_pipe_read.advance()
+        """One tile (whole tiles: no masks): its Q.K^T, softmax, P into the P.V operand, P.V
+        into fresh registers, added to O. The other consumer warpgroup's products run during
+        this one's softmax (FlashAttention-4's scheduler barriers)."""
+        c = score_mod_fn(None, n_block=n_block, seqlen=seqlen)
         pipeline_k.consumer_wait(smem_pipe_read, pipeline_k.consumer_try_wait(smem_pipe_read))
-        self.warp_scheduler_barrier_sync()
         acc_S = mma_qk_fn(B_idx=smem_pipe_read.index, wg_wait=-1)
-        pipeline_v.consumer_wait(smem_pipe_read_v, pipeline_v.consumer_try_wait(smem_pipe_read_v))
-        tile = _pv_into_fresh_tile(mma_pv_fn, acc_O, smem_pipe_read_v.index, -1)
         self.warp_scheduler_barrier_arrive()
-        warpgroup.wait_group(1)
-        pipeline_k.consumer_release(smem_pipe_read)
-        scores, c = score_mod_fn(acc_S, n_block=n_block, seqlen=seqlen)
-        row_scale = softmax.scaled_online_softmax(scores, c)
         warpgroup.wait_group(0)
-        pipeline_v.consumer_release(smem_pipe_read_v)
+        pipeline_k.consumer_release(smem_pipe_read)
+        scores = _raw_scores(acc_S)
+        row_scale = softmax.scaled_online_softmax(scores, c, is_first=is_first_n_block)
         _store_p_as_fp8_operand(tOrP, scores)
-        softmax.add_tile(acc_O, tile)  # the previous tile, at the previous maximum
-        softmax.pending.store(row_scale.load())
+        pipeline_v.consumer_wait(smem_pipe_read, pipeline_v.consumer_try_wait(smem_pipe_read))
+        self.warp_scheduler_barrier_sync()
+        tile = _pv_into_fresh_tile(mma_pv_fn, acc_O, smem_pipe_read.index, 0)
+        pipeline_v.consumer_release(smem_pipe_read)
+        softmax.add_tile(acc_O, tile, row_scale, is_first=is_first_n_block)
+        smem_pipe_read.advance()
         return smem_pipe_read
-
-    @cute.jit
-    def last_half_block_overlap(
-        self,
-        kv_consumer_state,
-        pipeline_v,
-        mma_pv_fn,
-        zero_init,
-        scores_scale=None,
-        softmax=None,
-        acc_O=None,
-    ):
-        """The last tile's P.V, added to O at the final maximum."""
-        pipeline_v.consumer_wait(kv_consumer_state, pipeline_v.consumer_try_wait(kv_consumer_state))
-        tile = _pv_into_fresh_tile(mma_pv_fn, acc_O, kv_consumer_state.index, 0)
-        pipeline_v.consumer_release(kv_consumer_state)
-        kv_consumer_state.advance()
-        softmax.add_tile(acc_O, tile)
-        return kv_consumer_state
 
 
 _compiled: dict[int, object] = {}

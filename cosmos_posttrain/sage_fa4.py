@@ -21,12 +21,14 @@ SageAttention computes, on the inputs `sage_hopper` prepares for it:
   the FP8 product's own accumulator keeps about 22 bits, and summed over 660 tiles it lost about
   40% of the output's norm on the model's attention inputs.
 - FlashAttention-4's loop without its intra-warpgroup overlap (this tile's softmax while the
-  previous tile's P.V runs): ptxas waits for that P.V before the exponentials in either loop
-  (its SASS shows it), and the plain loop, with fewer registers live, was 4-7% faster.
+  previous tile's P.V runs): ptxas moves the wait for that P.V up before the exponentials (its
+  SASS shows it), so nothing overlaps, and the plain loop, with fewer registers live, was about
+  4% faster.
 
 What it is for: `sage` on a Hopper GPU where SageAttention 2 is not built (it needs a build from
 source; this needs only flash-attn-4). Its output is the same as SageAttention's kernel to the
-accumulation order, and it takes 1-3% longer a call (docs/BENCHMARKS.md, thirteenth session). It
+accumulation order; a call takes about 1% longer and a step about 2% (docs/BENCHMARKS.md,
+thirteenth session). It
 builds on FlashAttention-4's kernel class and quack's Hopper helpers, so `sage_hopper` runs it
 only with the versions in `sage_hopper.FA4_PINNED`; it is compiled on first use.
 """

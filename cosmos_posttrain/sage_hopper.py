@@ -18,8 +18,8 @@ two Triton passes over the raw projections that also apply the attention's RMSNo
 
 Two kernels read these inputs (`select` picks one, once): SageAttention 2's own kernel (built
 from source), and where it is not built `sage_fa4`, the same arithmetic in FlashAttention-4's
-Hopper kernel, which needs only the pinned flash-attn-4 (the same error; 5-6% slower a step,
-docs/BENCHMARKS.md).
+Hopper kernel, which needs only the pinned flash-attn-4 (the same error; about 2% slower a
+step, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

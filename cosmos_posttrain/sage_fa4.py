@@ -20,17 +20,21 @@ SageAttention computes, on the inputs `sage_hopper` prepares for it:
 - Each tile's P.V goes into fresh fp32 registers and is added to O there, as SageAttention does:
   the FP8 product's own accumulator keeps about 22 bits, and summed over 660 tiles it lost about
   40% of the output's norm on the model's attention inputs.
+- P's row sums by the tensor cores: after each P.V, P times 8 columns of ones in shared memory
+  (the smallest FP8 product), instead of 64 adds a tile in each thread. The kernel issues about
+  13% fewer instructions, and it sums the rounded P that P.V multiplies (SageAttention sums P
+  before rounding; the outputs differ by 0.2-0.5%).
 - FlashAttention-4's loop without its intra-warpgroup overlap (this tile's softmax while the
   previous tile's P.V runs): ptxas moves the wait for that P.V up before the exponentials (its
   SASS shows it), so nothing overlaps, and the plain loop, with fewer registers live, was about
   4% faster.
 
-What it is for: `sage` on a Hopper GPU where SageAttention 2 is not built (it needs a build from
-source; this needs only flash-attn-4). Its output is the same as SageAttention's kernel to the
-accumulation order; a call takes about 1% longer and a step about 2% (docs/BENCHMARKS.md,
-thirteenth session). It
-builds on FlashAttention-4's kernel class and quack's Hopper helpers, so `sage_hopper` runs it
-only with the versions in `sage_hopper.FA4_PINNED`; it is compiled on first use.
+What it is for: `sage` on a Hopper GPU, where `sage_hopper` selects it before SageAttention 2's
+own kernel (which needs a build from source; this needs only the pinned packages). Its output is
+the same as SageAttention's kernel up to the accumulation order and the row sums, and a call
+takes about 6% less time (docs/BENCHMARKS.md, thirteenth session). It builds on
+FlashAttention-4's kernel class and quack's Hopper helpers, so `sage_hopper` runs it only with
+the versions in `sage_hopper.FA4_PINNED`; it is compiled on first use.
 """
 
 import math
@@ -58,7 +62,9 @@ MAGIC_BITS = 0x4B400000  # the float 1.5 * 2**23 as bits: adding an integer belo
 MAGIC = 12582912.0  # ... exactly, to the value 1.5 * 2**23
 TILE_M = 128  # query rows per CTA: two consumer warpgroups of 64
 TILE_N = K_GROUP  # keys per tile: one K scale each
+ONES = 8  # columns of the ones matrix that sums P: the narrowest FP8 product
 CONSUMER_WARP0 = 4  # warps 0-3 are the producer warpgroup
+MMA_ARG_SP, MMA_ARG_TIDX = 7, 15  # positions in FlashAttention-4's call of `mma`
 _NO_AUX = AuxData()
 
 
@@ -96,7 +102,8 @@ class _HopperHelpers:
 class _ScaledSoftmax(Softmax):
     """Online softmax over one tile of raw scores (1.5 * 2**23 + the INT32 score, as floats),
     with the tile's dequantisation scale `c` (in log2 units) applied in the exponent's FMA.
-    Row maxima are kept in log2 units; P and the row sums carry the factor 448."""
+    Row maxima are kept in log2 units; P and the row sums carry the factor 448. The row sums
+    come from the tensor cores (`add_row_sums`), not from adds here."""
 
     @staticmethod
     def create(scale_log2, num_rows, arch=80, softmax_scale=None):
@@ -143,14 +150,25 @@ class _ScaledSoftmax(Softmax):
             p = cute.math.exp2(row * c - (new_max - FP8_OFFSET + MAGIC * c), fastmath=True)
             if const_expr(is_first):
                 row_scale[r] = 1.0
-                self.row_sum[r] = fa4_utils.fadd_reduce(p, init_val=None, arch=self.arch)
             else:
                 row_scale[r] = cute.math.exp2(old_max - new_max, fastmath=True)
-                self.row_sum[r] = fa4_utils.fadd_reduce(
-                    p, init_val=self.row_sum[r] * row_scale[r], arch=self.arch
-                )
             scores[r, None].store(p)
         return row_scale
+
+    @cute.jit
+    def add_row_sums(
+        self, sums: cute.Tensor, row_scale: cute.Tensor, is_first: cutlass.Constexpr[bool] = False
+    ) -> None:
+        """Adds a tile's row sums (P times ones: every column, so every thread of a row's quad,
+        holds the whole sum) at the running maximum. A quarter each, because `finalize` adds
+        the quad's four as it does for sums kept per thread."""
+        sums_mn = layout_utils.reshape_acc_to_mn(sums)
+        for r in cutlass.range(cute.size(row_scale), unroll_full=True):
+            quarter = sums_mn[r, 0] * Float32(0.25)
+            if const_expr(is_first):
+                self.row_sum[r] = quarter
+            else:
+                self.row_sum[r] = self.row_sum[r] * row_scale[r] + quarter
 
 
 def _store_p_as_fp8_operand(tOrP: cute.Tensor, probs: cute.Tensor) -> None:
@@ -261,7 +279,14 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
         sV_struct = cute.struct.Align[
             cute.struct.MemRange[cutlass.Float8E4M3FN, cute.cosize(self.sV_layout)], 1024
         ]
-        sP_struct = cute.struct.Align[cute.struct.MemRange[cutlass.Float8E4M3FN, 0], 1024]
+        # FlashAttention-4's P buffer holds the ones matrix (P itself stays in registers), kept
+        # like V (keys contiguous) as (tile_n, ONES); `mma` takes it from FlashAttention-4
+        self.sP_layout = _HopperHelpers.make_smem_layout(
+            cutlass.Float8E4M3FN, LayoutEnum.ROW_MAJOR, (self.tile_n, ONES)
+        )
+        sP_struct = cute.struct.Align[
+            cute.struct.MemRange[cutlass.Float8E4M3FN, cute.cosize(self.sP_layout)], 1024
+        ]
         mbar_Q = cute.struct.MemRange[cutlass.Int64, 2]
         mbar_K = cute.struct.MemRange[cutlass.Int64, self.num_stages * 2]
         mbar_V = cute.struct.MemRange[cutlass.Int64, self.num_stages * 2]
@@ -274,19 +299,46 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
             sV: sV_struct
             sQ: sQ_struct
             sK: sK_struct
-            sP: sP_struct  # unused: P stays in registers
+            sP: sP_struct  # the ones matrix
 
         return SharedStorage
 
     def mma(self, *args, **kwargs):
         """FlashAttention-4's consumer loop, tracing with `_ScaledSoftmax` as its softmax (it
-        builds the object from its module's `Softmax` name)."""
+        builds the object from its module's `Softmax` name). Before it: the ones matrix filled
+        and the row-sum product set up (`_row_sums`); FlashAttention-4 gets no P buffer."""
+        args = list(args)
+        ones, tidx = args[MMA_ARG_SP], args[MMA_ARG_TIDX]
+        args[MMA_ARG_SP] = None
+        ones.fill(1.0)  # 1 KB by every consumer thread: the same bytes, so no barrier
+        cute.arch.fence_view_async_shared()  # visible to the tensor cores' reads
+        self._row_sums = self._row_sum_product(ones, tidx)
         saved = flash_fwd_sm90.Softmax
         flash_fwd_sm90.Softmax = _ScaledSoftmax
         try:
             return super().mma(*args, **kwargs)
         finally:
             flash_fwd_sm90.Softmax = saved
+
+    def _row_sum_product(self, ones: cute.Tensor, tidx):
+        """P (the P.V operand's registers) times the ones matrix: an m64n8 FP8 product of this
+        thread's warpgroup, its B operand, and its accumulator's shape."""
+        k_major = warpgroup.OperandMajorMode.K
+        tiled_mma = hopper_helpers.make_trivial_tiled_mma(
+            cutlass.Float8E4M3FN,
+            cutlass.Float8E4M3FN,
+            k_major,
+            k_major,
+            Float32,
+            atom_layout_mnk=(self.tile_m // 64, 1, 1),
+            tiler_mn=(64, ONES),
+            a_source=warpgroup.OperandSource.RMEM,
+        )
+        warp_group = cute.arch.make_warp_uniform(tidx // self.num_threads_per_warp_group)
+        thread_layout = cute.make_layout(self.num_wg_mma, stride=self.num_threads_per_warp_group)
+        wg_mma = tiled_mma.get_slice(thread_layout(warp_group))
+        operand = wg_mma.make_fragment_B(wg_mma.partition_B(layout_utils.transpose_view(ones)))
+        return tiled_mma, operand, wg_mma.partition_shape_C((self.tile_m, ONES))
 
     @cute.jit
     def apply_score_mod(
@@ -332,8 +384,9 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
         check_inf: cutlass.Constexpr = True,
     ):
         """One tile (whole tiles: no masks): its Q.K^T, softmax, P into the P.V operand, P.V
-        into fresh registers, added to O. The other consumer warpgroup's products run during
-        this one's softmax (FlashAttention-4's scheduler barriers)."""
+        into fresh registers and P's row sums, both added at the running maximum. The other
+        consumer warpgroup's products run during this one's softmax (FlashAttention-4's
+        scheduler barriers)."""
         c = score_mod_fn(None, n_block=n_block, seqlen=seqlen)
         pipeline_k.consumer_wait(smem_pipe_read, pipeline_k.consumer_try_wait(smem_pipe_read))
         acc_S = mma_qk_fn(B_idx=smem_pipe_read.index, wg_wait=-1)
@@ -345,9 +398,13 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
         _store_p_as_fp8_operand(tOrP, scores)
         pipeline_v.consumer_wait(smem_pipe_read, pipeline_v.consumer_try_wait(smem_pipe_read))
         self.warp_scheduler_barrier_sync()
-        tile = _pv_into_fresh_tile(mma_pv_fn, acc_O, smem_pipe_read.index, 0)
+        tile = _pv_into_fresh_tile(mma_pv_fn, acc_O, smem_pipe_read.index, -1)
+        sum_mma, ones, sums_shape = self._row_sums
+        sums = cute.make_rmem_tensor(sums_shape, Float32)
+        quack_sm90.gemm(sum_mma, sums, tOrP, ones, zero_init=True, wg_wait=0)
         pipeline_v.consumer_release(smem_pipe_read)
         softmax.add_tile(acc_O, tile, row_scale, is_first=is_first_n_block)
+        softmax.add_row_sums(sums, row_scale, is_first=is_first_n_block)
         smem_pipe_read.advance()
         return smem_pipe_read
 

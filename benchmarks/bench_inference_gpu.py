@@ -15,14 +15,16 @@ the first blocks' self-attention for both guidance rows (the sampler shares it,
 context_parallel.repeated_video_halves); `cublaslt` sends the matrix products through cuBLASLt
 instead of PyTorch's default cuBLAS; `cdtune` compiles with Inductor's coordinate-descent tuning of
 its generated kernels; `qk_torch` leaves the q/k RMSNorm, RoPE and quantisation of `sage` to
-torch.compile instead of the Triton passes of sage_qk_prologue; `sage_fa4` runs `sage` on a Hopper
-GPU through sage_fa4 (the same arithmetic in FlashAttention-4's kernel, what sage_hopper selects
-where SageAttention 2 is not built) instead of SageAttention 2's own kernel; `fp8` (last, it
-quantises the models in place) runs the blocks' linear layers in FP8 (torchao, dynamic per-row
-scales). `--quality` first measures how far one velocity prediction of each kernel lands from an
-fp32 reference (mem-efficient SDPA in fp32), and again with FP8 layers when a variant has them; each
-variant's row then has the same error of its own model call (`rel_err`: compiled, with its kernel
-and extras). Results go to benchmarks/results/inference.jsonl.
+torch.compile instead of the Triton passes of sage_qk_prologue; on a Hopper GPU `sage_fa4` runs
+`sage` through sage_fa4 (the same arithmetic in FlashAttention-4's kernel, what sage_hopper
+selects where its pinned packages are installed) and `sage_lib` through SageAttention 2's own
+kernel (what it selects otherwise); without either, `sage` runs what sage_hopper selects; `fp8`
+(last, it quantises the models in place) runs the blocks' linear layers in FP8 (torchao, dynamic
+per-row scales). `--quality` first measures how far one velocity prediction of each kernel lands
+from an fp32 reference (mem-efficient SDPA in fp32), and again with FP8 layers when a variant has
+them; each variant's row then has the same error of its own model call (`rel_err`: compiled, with
+its kernel and extras).
+Results go to benchmarks/results/inference.jsonl.
 Run on a GPU machine: `python benchmarks/bench_inference_gpu.py`; `TINY=1` runs a toy copy on
 the CPU to check the script.
 """
@@ -189,6 +191,7 @@ def main() -> None:
             "autotune",
             "qk_torch",
             "sage_fa4",
+            "sage_lib",
         }
         if not set(extra) <= known:
             raise SystemExit(f"variant {variant!r}: extras are {', '.join(sorted(known))}")
@@ -224,7 +227,9 @@ def main() -> None:
             # third kernel passes dynamo's recompile limit, and the blocks then run eagerly
             torch._dynamo.reset()
         if hopper_default is not None and kernel == "sage":
-            hopper_kernel = "fa4" if "sage_fa4" in extra else hopper_default
+            hopper_kernel = (
+                "fa4" if "sage_fa4" in extra else "sageattention" if "sage_lib" in extra else None
+            ) or hopper_default
             if sage_hopper.select() != hopper_kernel:
                 sage_hopper.select(hopper_kernel)
                 torch._dynamo.reset()  # the blocks call the other kernel: compile them afresh

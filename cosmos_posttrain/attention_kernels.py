@@ -4,7 +4,8 @@ sdpa: PyTorch's scaled_dot_product_attention through diffusers' dispatcher (any 
 fa4: FlashAttention-4 (flash-attn-4) registered into SDPA's flash backend by PyTorch; Hopper and
 Blackwell GPUs, forward and backward, the exact-attention kernel measured fastest on an H100.
 sage: SageAttention, quantised and forward only, for inference (on Hopper: sage_hopper, with
-SageAttention 2's kernel where it is built, else sage_fa4 over flash-attn-4).
+sage_fa4 over flash-attn-4 where its pinned packages are installed, else SageAttention 2's
+kernel where it is built).
 cudnn_fp8: cuDNN's FP8 attention on Hopper GPUs, forward only, for inference (cudnn_fp8.py).
 `auto` picks fa4 where it runs and sdpa elsewhere. Measurements: docs/BENCHMARKS.md.
 """
@@ -78,8 +79,8 @@ def sage_hopper_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     """`sage` on a Hopper GPU: the inputs quantised by `sage_hopper`, which torch.compile fuses
     into the block, and the kernel it selected. Where that is SageAttention's, eager calls (the
     blocks not compiled) and shapes it does not take go to sageattn, whose own quantisation
-    kernels are faster than the unfused PyTorch passes. Where it is sage_fa4 (SageAttention not
-    built), eager calls quantise here too, and shapes it does not take (other head sizes, token
+    kernels are faster than the unfused PyTorch passes. Where it is sage_fa4 (sageattn may be
+    absent), eager calls quantise here too, and shapes it does not take (other head sizes, token
     counts that do not divide by 128) get exact attention."""
     fa4 = sage_hopper.select() == "fa4"
     if sage_hopper.takes(q, k, v) and (torch.compiler.is_compiling() or fa4):

@@ -16,10 +16,11 @@ The Cosmos self-attention takes a shorter way (`attention_from_projections`): Q 
 two Triton passes over the raw projections that also apply the attention's RMSNorms and RoPE
 (sage_qk_prologue), which torch.compile otherwise spreads over several passes.
 
-Two kernels read these inputs (`select` picks one, once): SageAttention 2's own kernel (built
-from source), and where it is not built `sage_fa4`, the same arithmetic in FlashAttention-4's
-Hopper kernel, which needs only the pinned flash-attn-4 (the same error; about 2% slower a
-step, docs/BENCHMARKS.md).
+Two kernels read these inputs (`select` picks one, once): `sage_fa4`, the same arithmetic in
+FlashAttention-4's Hopper kernel with P's row sums from the tensor cores, which needs the pinned
+flash-attn-4 (about 6% faster a call and 4-5% a step, the same velocity error to 0.003 points;
+docs/BENCHMARKS.md, thirteenth session), and where those packages are missing SageAttention 2's
+own kernel (built from source).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ NHD = 0  # the kernel's code for (batch, token, head, channel) tensors
 # sage_fa4 builds on these packages' internals (FlashAttention-4's kernel class, quack's Hopper
 # helpers), so it runs with exactly the versions it was checked with (docs/BENCHMARKS.md)
 FA4_PINNED = {"flash-attn-4": "4.0.0b36", "quack-kernels": "0.6.5", "nvidia-cutlass-dsl": "4.8.1"}
-KERNELS = ("sageattention", "fa4")  # `select`'s order of preference
+KERNELS = ("fa4", "sageattention")  # `select`'s order of preference: the faster first
 _kernel: str | None = None  # the Hopper kernel `_run` calls, "fa4" or "sageattention" (`select`)
 
 
@@ -117,8 +118,9 @@ def _sageattention_built() -> bool:
 
 
 def select(kernel: str | None = None) -> str | None:
-    """The Hopper kernel `_run` calls from now on: `sageattention` where SageAttention 2 is
-    built (the faster), else `fa4` (sage_fa4) where its pinned packages import, else None. The
+    """The Hopper kernel `_run` calls from now on: `fa4` (sage_fa4, about 6% faster a call)
+    where its pinned packages import, else `sageattention` where SageAttention 2 is built,
+    else None. The
     first answer is kept (the compiled blocks read it as a constant); `kernel` forces one
     (benchmarks, tests)."""
     global _kernel

@@ -248,18 +248,24 @@ def test_sage_fa4_takes_128_channels_only(qkv, monkeypatch):
     assert not sage_hopper.takes(*narrow) and sage_hopper.takes(*qkv)
 
 
-def test_select_prefers_sageattention_and_keeps_its_answer(monkeypatch):
+def test_select_prefers_sage_fa4_and_keeps_its_answer(monkeypatch):
+    problem = {"fa4": None}
     built = {"sageattention": True}
     monkeypatch.setattr(sage_hopper, "_kernel", None)
-    monkeypatch.setattr(sage_hopper, "fa4_problem", lambda: None)
+    monkeypatch.setattr(sage_hopper, "fa4_problem", lambda: problem["fa4"])
     monkeypatch.setattr(sage_hopper, "_sageattention_built", lambda: built["sageattention"])
-    assert sage_hopper.select() == "sageattention"
-    built["sageattention"] = False
-    assert sage_hopper.select() == "sageattention"  # kept: the compiled blocks read it
+    assert sage_hopper.select() == "fa4"
+    problem["fa4"] = "needs flash-attn-4==4.0.0b36"
+    assert sage_hopper.select() == "fa4"  # kept: the compiled blocks read it
     monkeypatch.setattr(sage_hopper, "_kernel", None)
-    assert sage_hopper.select() == "fa4"  # where SageAttention is not built
+    assert sage_hopper.select() == "sageattention"  # where sage_fa4's packages are missing
+    built["sageattention"] = False
+    monkeypatch.setattr(sage_hopper, "_kernel", None)
+    assert sage_hopper.select() is None
     with pytest.raises(RuntimeError, match="'sageattention' is not built"):
         sage_hopper.select("sageattention")
+    with pytest.raises(RuntimeError, match="'fa4' needs flash-attn-4"):
+        sage_hopper.select("fa4")
     with pytest.raises(ValueError, match="one of"):
         sage_hopper.select("sage_fa4")
 

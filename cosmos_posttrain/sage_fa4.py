@@ -257,17 +257,22 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
             atom_layout_mnk=(self.tile_m // 64, 1, 1),
             tiler_mn=(64, self.tile_n),
         )
-        tiled_mma_pv = hopper_helpers.make_trivial_tiled_mma(
+        return tiled_mma_qk, self._p_times(self.tile_hdimv)
+
+    def _p_times(self, columns: int):
+        """The FP8 product of P (in registers) with a `columns`-wide matrix in shared memory,
+        accumulated in fp32: P.V, and P times ones for the row sums."""
+        k_major = warpgroup.OperandMajorMode.K
+        return hopper_helpers.make_trivial_tiled_mma(
             cutlass.Float8E4M3FN,
             cutlass.Float8E4M3FN,
             k_major,
             k_major,
             Float32,
             atom_layout_mnk=(self.tile_m // 64, 1, 1),
-            tiler_mn=(64, self.tile_hdimv),
+            tiler_mn=(64, columns),
             a_source=warpgroup.OperandSource.RMEM,
         )
-        return tiled_mma_qk, tiled_mma_pv
 
     def _get_shared_storage_cls(self):
         # the epilogue stages O (bf16) where Q (int8) was: that buffer holds the larger
@@ -323,17 +328,7 @@ class SageAttentionKernel(flash_fwd_sm90.FlashAttentionForwardSm90):
     def _row_sum_product(self, ones: cute.Tensor, tidx):
         """P (the P.V operand's registers) times the ones matrix: an m64n8 FP8 product of this
         thread's warpgroup, its B operand, and its accumulator's shape."""
-        k_major = warpgroup.OperandMajorMode.K
-        tiled_mma = hopper_helpers.make_trivial_tiled_mma(
-            cutlass.Float8E4M3FN,
-            cutlass.Float8E4M3FN,
-            k_major,
-            k_major,
-            Float32,
-            atom_layout_mnk=(self.tile_m // 64, 1, 1),
-            tiler_mn=(64, ONES),
-            a_source=warpgroup.OperandSource.RMEM,
-        )
+        tiled_mma = self._p_times(ONES)
         warp_group = cute.arch.make_warp_uniform(tidx // self.num_threads_per_warp_group)
         thread_layout = cute.make_layout(self.num_wg_mma, stride=self.num_threads_per_warp_group)
         wg_mma = tiled_mma.get_slice(thread_layout(warp_group))

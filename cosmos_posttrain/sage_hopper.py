@@ -120,9 +120,8 @@ def _sageattention_built() -> bool:
 def select(kernel: str | None = None) -> str | None:
     """The Hopper kernel `_run` calls from now on: `fa4` (sage_fa4, about 6% faster a call)
     where its pinned packages import, else `sageattention` where SageAttention 2 is built,
-    else None. The
-    first answer is kept (the compiled blocks read it as a constant); `kernel` forces one
-    (benchmarks, tests)."""
+    else None. The first answer is kept (the compiled blocks read it as a constant); `kernel`
+    forces one (benchmarks, tests)."""
     global _kernel
     if kernel is not None and kernel not in KERNELS:
         raise ValueError(f"sage's Hopper kernel {kernel!r}: one of {KERNELS}")
@@ -160,8 +159,9 @@ def _takes_channels(channels: int) -> bool:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax(Q.Kᵀ/√D).V of (B, L, H, D) tensors through the Hopper kernel (see `available`
-    and `takes`). Under torch.compile only: eager, these PyTorch passes are slower than
-    `sageattn`'s own kernels (docs/BENCHMARKS.md)."""
+    and `takes`). With SageAttention's kernel, under torch.compile only: eager, these PyTorch
+    passes are slower than `sageattn`'s own kernels (docs/BENCHMARKS.md); sage_fa4 has no
+    such kernels, so its eager calls come here too."""
     return _run(quantise(q, k, v), q.dtype)
 
 
